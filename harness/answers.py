@@ -10,16 +10,20 @@ import re
 from fractions import Fraction
 
 _CHOICE_LETTERS = "ABCD"
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
+# Commas only as digit grouping (1,000): "42, since ..." must read as 42, not "42,".
+_NUMBER = r"-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?(?:/\d+)?"
 _ANSWER_IS = re.compile(r"answer is[:\s]*\(?\$?(" + _NUMBER + r")", re.IGNORECASE)
 _ANSWER_COLON = re.compile(r"answer:\s*\$?(" + _NUMBER + r")", re.IGNORECASE)
 _LAST_NUMBER = re.compile(_NUMBER)
 _CHOICE_PATTERNS = (
-    re.compile(r"answer is[:\s]*\(?([A-D])\b\)?", re.IGNORECASE),
-    re.compile(r"answer:\s*\(?([A-D])\b\)?", re.IGNORECASE),
+    # The phrase ignores case; the letter must be a capital, so "a fox" is not choice A.
+    re.compile(r"(?i:answer is)[:\s]*\(?([A-D])\b\)?"),
+    re.compile(r"(?i:answer):\s*\(?([A-D])\b\)?"),
 )
 _LAST_CHOICE = re.compile(r"\(([A-D])\)")
-_TEXT_ANSWER = re.compile(r"answer:\s*(.+)", re.IGNORECASE)
+_BARE_CHOICE = re.compile(r"\s*\(?([A-D])\)?\.?\s*")  # the whole response is one letter, e.g. " C"
+# The greedy prefix makes a line with two "Answer:"s give what follows the later one.
+_TEXT_ANSWER = re.compile(r".*answer:\s*(.+)", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _FRAC = re.compile(r"\\frac\{([^{}]*)\}\{([^{}]*)\}")
@@ -58,13 +62,16 @@ def extract_math(text: str) -> str | None:
 
 
 def extract_choice(text: str) -> str | None:
-    """GPQA-style letter: 'answer is (X)', else 'Answer: X', else the last '(X)'."""
+    """GPQA-style letter: 'answer is (X)', else 'Answer: X', else the last '(X)', else a bare 'X'."""
     for pattern in _CHOICE_PATTERNS:
         matches = pattern.findall(text)
         if matches:
             return matches[-1].upper()
     matches = _LAST_CHOICE.findall(text)
-    return matches[-1] if matches else None
+    if matches:
+        return matches[-1]
+    bare = _BARE_CHOICE.fullmatch(text)
+    return bare.group(1) if bare else None
 
 
 def extract_text(text: str) -> str | None:

@@ -57,7 +57,7 @@ def load_jsonl(path: str | Path) -> list[TaskItem]:
         raise FileNotFoundError(f"task file {path} does not exist")
     items: list[TaskItem] = []
     seen_ids: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is not an error
         for line_number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue

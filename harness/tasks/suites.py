@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from harness.tasks.arithmetic import make_aime, make_math
@@ -44,19 +44,27 @@ def get_suite(name: str) -> Suite:
         raise ValueError(f"unknown suite {name!r}; embedded suites: {', '.join(SUITES)}") from None
 
 
-def generate_suite(name: str, n: int, seed: int = 0, split: str = "test") -> list[TaskItem]:
-    """`n` distinct items of one suite and split, the same for the same arguments on any machine."""
+def iter_drafts(name: str, seed: int = 0, split: str = "test") -> Iterator[Draft]:
+    """An endless seeded stream of one suite's drafts that belong to `split` (repeats possible)."""
     suite = get_suite(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"{name}:{split}:{seed}")
+    # Checked above, not inside the generator, so a bad argument fails at the call.
+    return (draft for draft in iter(lambda: suite.make(rng), None) if split_of(draft.prompt) == split)
+
+
+def generate_suite(name: str, n: int, seed: int = 0, split: str = "test") -> list[TaskItem]:
+    """`n` distinct items of one suite and split, the same for the same arguments on any machine."""
+    suite = get_suite(name)
     items: list[TaskItem] = []
     seen: set[str] = set()
+    drafts = iter_drafts(name, seed, split)
     for _ in range(_MAX_DRAWS_PER_ITEM * max(n, 1)):
         if len(items) == n:
-            return items
-        draft = suite.make(rng)
-        if draft.prompt in seen or split_of(draft.prompt) != split:
+            break
+        draft = next(drafts)
+        if draft.prompt in seen:
             continue
         seen.add(draft.prompt)
         items.append(
@@ -70,4 +78,6 @@ def generate_suite(name: str, n: int, seed: int = 0, split: str = "test") -> lis
                 metadata=draft.metadata,
             )
         )
-    raise RuntimeError(f"suite {name!r} could not produce {n} distinct {split} items (got {len(items)})")
+    if len(items) < n:
+        raise RuntimeError(f"suite {name!r} could not produce {n} distinct {split} items (got {len(items)})")
+    return items

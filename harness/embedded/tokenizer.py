@@ -1,0 +1,37 @@
+"""The embedded models' character-level tokenizer, built with `tokenizers` and saved in Hugging Face format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+# Newline plus printable ASCII: every character the task suites write.
+CHARACTERS = ("\n", *(chr(code) for code in range(32, 127)))
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character, BOS prepended, left padding for batched generation."""
+    vocab = {token: index for index, token in enumerate((*SPECIAL_TOKENS, *CHARACTERS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    # padding_side must be given to the constructor: set afterwards it is not saved.
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=512,
+    )
+
+
+def save_tokenizer(directory: Path) -> None:
+    build_tokenizer().save_pretrained(directory)
