@@ -20,12 +20,12 @@ from harness.tasks.suites import iter_drafts
 from harness.tasks.world import build_world
 
 MIX: dict[str, float] = {
-    "math": 0.24,
-    "aime": 0.30,
+    "math": 0.20,
+    "aime": 0.28,
     "gpqa": 0.14,
     "context_qa": 0.18,
-    "closed_book": 0.09,
-    "statements": 0.05,
+    "closed_book": 0.13,
+    "statements": 0.07,
 }
 _STATEMENTS_PER_DOCUMENT = 4
 

@@ -28,7 +28,9 @@ from harness.embedded.evaluate import SELECTION_SEED, SuiteScore, evaluate
 from harness.embedded.tokenizer import build_tokenizer
 
 IGNORE_INDEX = -100
-_DATA_WORKERS = 6
+_DATA_WORKERS = 3
+# Checkpoints are chosen on 100-item estimates: demand this much room inside each target first.
+_SELECTION_MARGIN = 0.04
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TrainSettings:
     eval_items: int = 100
     select: bool = True
     device: str = "auto"
+    time_limit: float = 0.0  # seconds; stop early (and still select and save) once passed; 0 = none
 
 
 def model_config(tokenizer) -> LlamaConfig:
@@ -101,14 +104,14 @@ def learning_rate_at(step: int, settings: TrainSettings) -> float:
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def targets_met(scores: list[SuiteScore]) -> int:
-    """How many of the model card's three accuracy targets a checkpoint meets."""
+def targets_met(scores: list[SuiteScore], margin: float = 0.0) -> int:
+    """How many of the model card's three accuracy targets a checkpoint meets, `margin` inside each bound."""
     by_suite = {s.suite: s for s in scores}
     accuracies = [s.accuracy for s in scores]
-    high = any(a >= 0.90 for a in accuracies)
-    middle = sum(0.30 <= a <= 0.85 for a in accuracies) >= 2
+    high = any(a >= 0.90 + margin for a in accuracies)
+    middle = sum(0.30 + margin <= a <= 0.85 - margin for a in accuracies) >= 2
     qa = by_suite.get("context_qa")
-    mixed = qa is not None and qa.conflict_n > 0 and qa.faithful >= 0.2 and qa.hallucinated >= 0.2
+    mixed = qa is not None and qa.conflict_n > 0 and min(qa.faithful, qa.hallucinated) >= 0.2 + margin
     return int(high) + int(middle) + int(mixed)
 
 
@@ -131,7 +134,8 @@ def train(settings: TrainSettings) -> dict:
     batches = iter(torch.utils.data.DataLoader(_Batches(settings.seed, settings.batch_size), batch_size=None, num_workers=workers))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     evaluations: list[dict] = []
-    best: tuple[int, int, dict] | None = None  # (targets met, step, state dict on CPU)
+    # Ranked by targets met with a safety margin, then without, then by later step.
+    best: tuple[tuple[int, int, int], dict] | None = None
     started = time.perf_counter()
 
     for step in range(1, settings.steps + 1):
@@ -146,25 +150,29 @@ def train(settings: TrainSettings) -> dict:
         optimizer.step()
         if step % 100 == 0:
             print(f"step {step} loss {loss.item():.4f} elapsed {time.perf_counter() - started:.0f}s", flush=True)
-        if step % settings.eval_every == 0 or step == settings.steps:
+        out_of_time = settings.time_limit > 0 and time.perf_counter() - started > settings.time_limit
+        if step % settings.eval_every == 0 or step == settings.steps or out_of_time:
             scores = evaluate(model, tokenizer, settings.eval_items, seed=SELECTION_SEED)
-            met = targets_met(scores)
-            evaluations.append({"step": step, "loss": loss.item(), "targets_met": met, "scores": [asdict(s) for s in scores]})
+            rank = (targets_met(scores, _SELECTION_MARGIN), targets_met(scores), step)
+            evaluations.append({"step": step, "loss": loss.item(), "rank": rank, "scores": [asdict(s) for s in scores]})
             print(json.dumps(evaluations[-1]), flush=True)
-            if best is None or met >= best[0]:
-                best = (met, step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            if best is None or rank >= best[0]:
+                best = (rank, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if out_of_time:
+            break
 
     elapsed = time.perf_counter() - started
-    selected_step = settings.steps
+    selected_step = step
     if settings.select and best is not None:
-        model.load_state_dict(best[2])
-        selected_step = best[1]
+        model.load_state_dict(best[1])
+        selected_step = best[0][2]
     log = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "mix": MIX,
+        "steps_trained": step,
         "selected_step": selected_step,
         "train_seconds": round(elapsed, 1),
         "evaluations": evaluations,
@@ -194,6 +202,7 @@ def _parse_args() -> TrainSettings:
     for name in ("seed", "steps", "batch_size", "warmup_steps", "eval_every", "eval_items"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--time-limit", type=float, default=defaults.time_limit, help="seconds of training at most")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--no-select", dest="select", action="store_false", help="keep the last checkpoint")
     parser.add_argument("--device", default=defaults.device)

@@ -55,29 +55,28 @@ def _two_digit_product(a: int, b: int) -> list[str]:
     return [f"{a}*{units}={a * units}", f"{a}*{tens * 10}={a * tens * 10}", f"{a * units}+{a * tens * 10}={a * b}"]
 
 
+def _mod_step(total: int) -> str:
+    return f"{total} mod 1000={total % 1000}"
+
+
 def make_aime(rng: random.Random) -> Draft:
-    """Three to five steps with three- and four-digit intermediate values; answers in 0..999."""
+    """Four or five steps with three- and four-digit intermediate values, answered modulo 1000."""
     form = rng.choice(("remainder", "product_chain", "sum_product"))
     if form == "remainder":
         a, b, c = rng.randint(12, 99), rng.randint(11, 99), rng.randint(100, 999)
         total = a * b + c
-        steps = _two_digit_product(a, b) + [f"{a * b}+{c}={total}", f"{total} mod 1000={total % 1000}"]
-        question = f"Find the remainder when {a}*{b} + {c} is divided by 1000."
-        answer = total % 1000
+        steps = _two_digit_product(a, b) + [f"{a * b}+{c}={total}"]
+        expression = f"{a}*{b} + {c}"
     elif form == "product_chain":
-        while True:
-            a, d, b, c = rng.randint(10, 99), rng.randint(2, 9), rng.randint(100, 999), rng.randint(10, 99)
-            answer = a * d + b - c
-            if 0 <= answer <= 999:
-                break
-        steps = [f"{a}*{d}={a * d}", f"{a * d}+{b}={a * d + b}", f"{a * d + b}-{c}={answer}"]
-        question = f"Compute {a}*{d} + {b} - {c}."
+        a, d, b, c = rng.randint(100, 999), rng.randint(2, 9), rng.randint(100, 999), rng.randint(10, 99)
+        total = a * d + b - c
+        steps = [f"{a}*{d}={a * d}", f"{a * d}+{b}={a * d + b}", f"{a * d + b}-{c}={total}"]
+        expression = f"{a}*{d} + {b} - {c}"
     else:
-        while True:
-            a, b, d, c = rng.randint(10, 99), rng.randint(10, 99), rng.randint(2, 9), rng.randint(10, 99)
-            answer = (a + b) * d - c
-            if 0 <= answer <= 999:
-                break
-        steps = [f"{a}+{b}={a + b}", f"{a + b}*{d}={(a + b) * d}", f"{(a + b) * d}-{c}={answer}"]
-        question = f"Compute ({a} + {b})*{d} - {c}."
-    return Draft(_aime_prompt(question), str(answer), _worked(steps, answer), {"form": form, "steps": len(steps)})
+        a, b, d, c = rng.randint(100, 999), rng.randint(100, 999), rng.randint(2, 9), rng.randint(10, 99)
+        total = (a + b) * d - c
+        steps = [f"{a}+{b}={a + b}", f"{a + b}*{d}={(a + b) * d}", f"{(a + b) * d}-{c}={total}"]
+        expression = f"({a} + {b})*{d} - {c}"
+    answer = total % 1000
+    question = f"Find the remainder when {expression} is divided by 1000."
+    return Draft(_aime_prompt(question), str(answer), _worked([*steps, _mod_step(total)], answer), {"form": form, "steps": len(steps) + 1})
