@@ -49,23 +49,21 @@ def make_math(rng: random.Random) -> Draft:
     return Draft(_math_prompt(expression), str(answer), _worked(steps, answer), {"form": form, "steps": len(steps)})
 
 
-def _two_digit_product(a: int, b: int) -> list[str]:
-    """a*b written as the two partial products a school solution would use."""
-    tens, units = divmod(b, 10)
-    return [f"{a}*{units}={a * units}", f"{a}*{tens * 10}={a * tens * 10}", f"{a * units}+{a * tens * 10}={a * b}"]
-
-
 def _mod_step(total: int) -> str:
     return f"{total} mod 1000={total % 1000}"
 
 
 def make_aime(rng: random.Random) -> Draft:
-    """Four or five steps with three- and four-digit intermediate values, answered modulo 1000."""
-    form = rng.choice(("remainder", "product_chain", "sum_product"))
+    """Three or four steps with four- and five-digit intermediate values, answered modulo 1000.
+
+    Half the problems need a two-digit by two-digit product in one step, which the embedded
+    model only partly masters: that is what makes this suite harder than `math`.
+    """
+    form = rng.choices(("remainder", "product_chain", "sum_product"), weights=(0.5, 0.25, 0.25))[0]
     if form == "remainder":
         a, b, c = rng.randint(12, 99), rng.randint(11, 99), rng.randint(100, 999)
         total = a * b + c
-        steps = _two_digit_product(a, b) + [f"{a * b}+{c}={total}"]
+        steps = [f"{a}*{b}={a * b}", f"{a * b}+{c}={total}"]
         expression = f"{a}*{b} + {c}"
     elif form == "product_chain":
         a, d, b, c = rng.randint(100, 999), rng.randint(2, 9), rng.randint(100, 999), rng.randint(10, 99)
