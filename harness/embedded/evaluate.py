@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,40 @@ def format_table(scores: list[SuiteScore]) -> str:
     return "\n".join(lines)
 
 
+def model_card(model_dir: Path, name: str, scores: list[SuiteScore], command: str) -> str:
+    """The model card: what the model is, how it was trained, and the table a run just produced."""
+    log = json.loads((model_dir / "training_log.json").read_text())
+    config = json.loads((model_dir / "config.json").read_text())
+    settings = log["settings"]
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in log["mix"].items())
+    stopped = f" (time limit {settings['time_limit']:.0f} s reached)" if log["steps_trained"] < settings["steps"] else ""
+    return f"""# Embedded {name} model
+
+A `LlamaForCausalLM` trained by this project's recipe on its own task suites, shipped so that
+`pytest --benchmark` measures real accuracy on a machine with no network. Weights: `model.safetensors` (fp32).
+
+| | |
+| --- | --- |
+| architecture | Llama: {config["num_hidden_layers"]} layers, hidden {config["hidden_size"]}, MLP {config["intermediate_size"]}, {config["num_attention_heads"]} heads / {config["num_key_value_heads"]} KV heads (grouped-query), RoPE, {config["max_position_embeddings"]} positions |
+| parameters | {log["parameters"]:,} |
+| tokenizer | character level, {config["vocab_size"]} tokens (`<pad>`, `<s>`, `</s>`, `<unk>`, newline, printable ASCII) |
+| training | seed {settings["seed"]}, {log["steps_trained"]} steps of batch {settings["batch_size"]}{stopped}, AdamW lr {settings["learning_rate"]}, warm-up {settings["warmup_steps"]}, cosine; {log["train_seconds"]:.0f} s on {log["device"]} with torch {log["torch"]}; checkpoint kept: step {log["selected_step"]} |
+| data mix | {mix} (train split of each suite only; held-out prompts never seen) |
+| recipe | `python -m harness.embedded.train --output DIR --seed {settings["seed"]} --steps {settings["steps"]} --eval-every {settings["eval_every"]} --time-limit {settings["time_limit"]:.0f}` |
+
+## Held-out accuracy
+
+Greedy decoding, fp32, exact match by each suite's checker, on held-out items (seed {CARD_SEED}; checkpoints
+were chosen on other held-out items, seed {SELECTION_SEED}). Produced by `{command}`:
+
+{format_table(scores)}
+
+On conflict items, answering from memory is taught for "famous" entities (half the world's entities), as a
+large model's strong priors beat its context; the rates above are measured, not assumed. Every evaluation
+made during training is in `training_log.json`.
+"""
+
+
 def _parse_args() -> argparse.Namespace:
     from harness.embedded import REFERENCE_MODEL
 
@@ -104,6 +139,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=200, help="held-out items per suite")
     parser.add_argument("--seed", type=int, default=CARD_SEED)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--card", metavar="NAME", help="also write the model card README.md, titled NAME")
     return parser.parse_args()
 
 
@@ -114,7 +150,11 @@ def main() -> None:
     args = _parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device)
-    print(format_table(evaluate(model, tokenizer, args.n, args.seed)))
+    scores = evaluate(model, tokenizer, args.n, args.seed)
+    print(format_table(scores))
+    if args.card:
+        command = f"python -m harness.embedded.evaluate --model {args.model} --n {args.n} --seed {args.seed}"
+        (args.model / "README.md").write_text(model_card(args.model, args.card, scores, command))
 
 
 if __name__ == "__main__":

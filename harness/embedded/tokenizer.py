@@ -13,7 +13,11 @@ CHARACTERS = ("\n", *(chr(code) for code in range(32, 127)))
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character, BOS prepended, left padding for batched generation."""
+    """One token per character, BOS prepended, left padding for batched generation.
+
+    Text is never parsed for special tokens: a prompt that contains "<s>" or "</s>" is encoded
+    character by character, like any other text, and decodes back to itself.
+    """
     vocab = {token: index for index, token in enumerate((*SPECIAL_TOKENS, *CHARACTERS))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
@@ -30,6 +34,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         padding_side="left",
         model_max_length=512,
+        split_special_tokens=True,
     )
 
 
