@@ -1,0 +1,158 @@
+"""Model specs + load-time toggles -> loaded models, a per-session cache, and the environment fingerprint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
+
+EMBEDDED_MODELS = {"embedded": REFERENCE_MODEL, "embedded-reference": REFERENCE_MODEL, "embedded-sibling": SIBLING_MODEL}
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded, with what to change."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Everything that decides which weights end up in memory; the cache key."""
+
+    source: str  # "embedded", "embedded-sibling", or a local model directory
+    device: str  # "cpu" or "cuda"
+    dtype: str  # "float32" / "bfloat16" / "float16"
+    quantization: str = "none"  # "none" / "int8" / "nf4"
+
+
+@dataclass
+class LoadedModel:
+    spec: LoadSpec
+    model: torch.nn.Module
+    tokenizer: object
+    path: Path
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--bench-device cuda was requested but torch sees no CUDA device; use --bench-device cpu or auto")
+    if requested not in ("cpu", "cuda"):
+        raise ModelLoadError(f"--bench-device must be auto, cpu or cuda, got {requested!r}")
+    return requested
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def model_path(source: str) -> Path:
+    if source in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[source]
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"--bench-model {source}: no config.json there; give a local Hugging Face model directory or 'embedded'")
+    return path
+
+
+def model_id(source: str) -> str:
+    """A stable, path-free name for baselines: 'embedded-reference' or the directory's slug."""
+    if source in EMBEDDED_MODELS:
+        return "embedded-reference" if source == "embedded" else source
+    return re.sub(r"[^a-z0-9]+", "-", Path(source).expanduser().resolve().name.lower()).strip("-") or "model"
+
+
+def _quantization_config(quantization: str, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    # The defaults are fp4 with fp32 compute: say nf4 and the compute dtype explicitly.
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def load_model(spec: LoadSpec) -> LoadedModel:
+    """Load through `from_pretrained` from a local directory: safetensors only, no remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_path(spec.source)
+    dtype = getattr(torch, spec.dtype)
+    kwargs: dict = {"dtype": dtype, "local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
+    if spec.quantization != "none":
+        _silence_bitsandbytes()
+        kwargs["quantization_config"] = _quantization_config(spec.quantization, dtype)
+        kwargs["device_map"] = spec.device
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load {path} as a causal LM from safetensors: {error}") from error
+    if spec.quantization == "none":
+        model = model.to(spec.device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        # Decoder-only models often ship without one; padding with EOS is masked out anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(spec, model, tokenizer, path)
+
+
+def _silence_bitsandbytes() -> None:
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="MatMul8bitLt")
+
+
+class ModelCache:
+    """One loaded model per LoadSpec for the whole session: run-time toggles never reload."""
+
+    def __init__(self) -> None:
+        self._models: dict[LoadSpec, LoadedModel] = {}
+
+    def get(self, spec: LoadSpec) -> LoadedModel:
+        if spec not in self._models:
+            self._models[spec] = load_model(spec)
+        return self._models[spec]
+
+    def clear(self) -> None:
+        self._models.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_class(device: str) -> str:
+    """'cpu' or 'cuda-<gpu slug>': absolute times compare only within one class."""
+    if device != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(0).lower().replace("nvidia", "")
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def fingerprint(device: str) -> dict:
+    """The environment a measurement was taken in: versions and hardware, no paths or secrets."""
+    facts = {
+        "device_class": device_class(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "bitsandbytes": _version("bitsandbytes"),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device == "cuda":
+        facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count())
+    return facts

@@ -1,0 +1,1 @@
+"""One module per pipeline: each takes a model, tasks and settings and returns a PipelineOutput."""

@@ -1,0 +1,156 @@
+"""AIME / MATH / GPQA-style accuracy runner: greedy `generate`, answer extraction, per-item results.
+
+Toggles read here: kv_cache, early_stop, batching. Attention and quantization act on the model
+before it arrives (see harness.models).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from harness.answers import extract_boxed
+from harness.records import PipelineOutput
+from harness.tasks import TaskItem, check
+
+_STATIC_BATCH = 8
+_CHOICE_DONE = re.compile(r"answer is \(?[A-D]\)|answer:\s*\(?[A-D]\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    max_new_tokens: int
+    kv_cache: bool = False
+    early_stop: bool = False
+    batching: str = "1"  # "1", "static8" or "dynamic"
+    token_budget: int = 2048  # dynamic batching: rows x (longest prompt + max_new_tokens) per bucket
+
+    @classmethod
+    def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> EvalSettings:
+        return cls(
+            max_new_tokens=max_new_tokens,
+            kv_cache=variant.get("kv_cache", "off") == "on",
+            early_stop=variant.get("early_stop", "off") == "on",
+            batching=variant.get("batching", "1"),
+            **overrides,
+        )
+
+
+def answer_complete(text: str, answer_type: str) -> bool:
+    """Whether a response already holds a whole answer, so stopping now cannot cut it off."""
+    if answer_type in ("number", "integer"):
+        return extract_boxed(text) is not None
+    if answer_type == "choice":
+        return _CHOICE_DONE.search(text) is not None
+    return "\n" in text.strip(" ")  # short text answers end with the line
+
+
+class RowTracker(StoppingCriteria):
+    """Records where each row met EOS or a complete answer; stops rows there only with early_stop."""
+
+    def __init__(self, tokenizer, prompt_width: int, answer_types: list[str], stop: bool) -> None:
+        self.tokenizer, self.prompt_width, self.answer_types, self.stop = tokenizer, prompt_width, answer_types, stop
+        self.ends: list[int | None] = [None] * len(answer_types)  # new tokens up to and including the end
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_width :]
+        for row, end in enumerate(self.ends):
+            if end is not None:
+                continue
+            if new[row, -1].item() == self.tokenizer.eos_token_id:
+                self.ends[row] = new.shape[1]
+            elif answer_complete(self.tokenizer.decode(new[row], skip_special_tokens=True), self.answer_types[row]):
+                self.ends[row] = new.shape[1]
+        finished = [end is not None for end in self.ends] if self.stop else [False] * len(self.ends)
+        return torch.tensor(finished, dtype=torch.bool, device=input_ids.device)
+
+
+@contextmanager
+def count_forward_passes(model: torch.nn.Module):
+    """Counts forward calls and the tokens they process (prefill + decode + recomputation)."""
+    counts = {"forward_passes": 0, "processed_tokens": 0}
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        counts["forward_passes"] += 1
+        counts["processed_tokens"] += int(ids.numel()) if ids is not None else 0
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield counts
+    finally:
+        handle.remove()
+
+
+def plan_batches(items: list[TaskItem], tokenizer, settings: EvalSettings) -> list[list[int]]:
+    """Item indices per generate call: one each, fixed groups of 8, or length-sorted token-budget buckets."""
+    if settings.batching == "1":
+        return [[i] for i in range(len(items))]
+    if settings.batching == "static8":
+        return [list(range(i, min(i + _STATIC_BATCH, len(items)))) for i in range(0, len(items), _STATIC_BATCH)]
+    if settings.batching != "dynamic":
+        raise ValueError(f"batching must be 1, static8 or dynamic, got {settings.batching!r}")
+    lengths = [len(tokenizer(item.prompt)["input_ids"]) for item in items]
+    order = sorted(range(len(items)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for index in order:
+        # Sorted longest first, so a bucket's first row fixes its width.
+        if buckets and (len(buckets[-1]) + 1) * (lengths[buckets[-1][0]] + settings.max_new_tokens) <= settings.token_budget:
+            buckets[-1].append(index)
+        else:
+            buckets.append([index])
+    return buckets
+
+
+def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSettings) -> tuple[list[str], dict[str, int]]:
+    encoded = tokenizer([item.prompt for item in batch], return_tensors="pt", padding=True).to(model.device)
+    width = encoded["input_ids"].shape[1]
+    tracker = RowTracker(tokenizer, width, [item.answer_type for item in batch], stop=settings.early_stop)
+    output = model.generate(
+        **encoded,
+        do_sample=False,
+        max_new_tokens=settings.max_new_tokens,
+        use_cache=settings.kv_cache,
+        # Without early stopping every row runs to the limit; the answer is still read up to EOS.
+        eos_token_id=tokenizer.eos_token_id if settings.early_stop else None,
+        pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([tracker]),
+    )
+    new = output[:, width:]
+    steps = new.shape[1]
+    generated = [tracker.ends[row] if settings.early_stop and tracker.ends[row] else steps for row in range(len(batch))]
+    texts = [
+        tokenizer.decode(new[row, : tracker.ends[row] or steps], skip_special_tokens=True) for row in range(len(batch))
+    ]
+    counters = {
+        "generated_tokens": sum(generated),
+        "padded_steps": steps * len(batch) - sum(generated),
+        "prompt_tokens": int(encoded["attention_mask"].sum()),
+    }
+    return texts, counters
+
+
+@torch.no_grad()
+def run_eval(model, tokenizer, items: list[TaskItem], settings: EvalSettings) -> PipelineOutput:
+    """Greedy answers for every item, scored by the item's checker, with deterministic work counters."""
+    texts: list[str] = [""] * len(items)
+    totals = {"generated_tokens": 0, "padded_steps": 0, "prompt_tokens": 0}
+    with count_forward_passes(model) as passes:
+        for batch in plan_batches(items, tokenizer, settings):
+            batch_texts, counters = _generate_batch(model, tokenizer, [items[i] for i in batch], settings)
+            for index, text in zip(batch, batch_texts):
+                texts[index] = text
+            for name, value in counters.items():
+                totals[name] += value
+    scores = [1.0 if check(item, text) else 0.0 for item, text in zip(items, texts)]
+    return PipelineOutput(
+        quality={"accuracy": sum(scores) / len(items)},
+        counters={**totals, **passes},
+        item_ids=[item.id for item in items],
+        item_scores=scores,
+        item_outputs=texts,
+    )

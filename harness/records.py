@@ -1,0 +1,92 @@
+"""What one bench case records: the unit that baselines store, verdicts judge and reports show.
+
+Plain dataclasses with `to_dict` / `from_dict`, so records travel as JSON (never pickle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class PipelineOutput:
+    """What a pipeline returns for one run over its items: no timings, those are measure's."""
+
+    quality: dict[str, float]  # e.g. {"accuracy": 0.84}; the first key is the gated metric
+    counters: dict[str, int]  # deterministic work counters: generated_tokens, forward_passes, ...
+    item_ids: list[str]
+    item_scores: list[float]  # per item, aligned with item_ids: 1.0/0.0 correctness for accuracy
+    item_outputs: list[str]  # per item: what the model produced (for fidelity between variants)
+
+
+@dataclass
+class Speed:
+    round_seconds: list[float]  # wall time of each timed round, warm-up excluded
+    items_per_round: int
+    tokens_per_round: int  # generated tokens, for tokens/s
+    peak_memory_bytes: int
+    memory_kind: str  # "cuda_max_allocated" or "cpu_peak_rss"
+
+    @property
+    def median_seconds(self) -> float:
+        ordered = sorted(self.round_seconds)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    @property
+    def items_per_minute(self) -> float:
+        return 60.0 * self.items_per_round / self.median_seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_per_round / self.median_seconds
+
+
+@dataclass
+class Speedup:
+    """Median-time ratio reference / variant with a bootstrap confidence interval over rounds."""
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float = 0.95
+
+
+@dataclass
+class CaseRecord:
+    case_id: str  # "eval[math|kv_cache=on]": pipeline[group|toggles that differ from the reference]
+    pipeline: str
+    group: str  # what the case runs on, e.g. the suite; variants of one group share a reference
+    variant: dict[str, str]  # every toggle the pipeline reads -> its value
+    reference_variant: dict[str, str]
+    fidelity: dict[str, str]  # toggle -> fidelity class, for the toggles that differ from the reference
+    speed: Speed
+    output: PipelineOutput
+    speedup: Speedup | None = None  # None for the reference itself
+    agreement: float | None = None  # share of items whose output equals the reference's
+    metadata: dict[str, Any] = field(default_factory=dict)  # dtype, device, settings
+
+    @property
+    def is_reference(self) -> bool:
+        return self.variant == self.reference_variant
+
+    @property
+    def quality_metric(self) -> str:
+        return next(iter(self.output.quality))
+
+    @property
+    def quality(self) -> float:
+        return self.output.quality[self.quality_metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
+        values = dict(data)
+        values["speed"] = Speed(**values["speed"])
+        values["output"] = PipelineOutput(**values["output"])
+        if values.get("speedup") is not None:
+            values["speedup"] = Speedup(**values["speedup"])
+        return cls(**values)

@@ -1,0 +1,136 @@
+"""The registry of optimization toggles and the variant matrices built from them.
+
+A variant maps each toggle a case sweeps to one value. The reference variant holds every toggle
+at its reference value (the first in `values`). Nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from dataclasses import dataclass
+
+EXACT, TOLERANCE, BUDGETED = "exact", "tolerance", "budgeted"
+LOAD, RUN = "load", "run"
+MATRICES = ("ablation", "leave-one-out", "full")
+
+
+@dataclass(frozen=True)
+class Toggle:
+    name: str
+    values: tuple[str, ...]  # reference value first
+    optimized: str  # the value "all on" uses
+    acts: str  # LOAD: needs its own loaded model; RUN: the same loaded model serves every value
+    fidelity: str  # EXACT / TOLERANCE / BUDGETED, see DESIGN.md
+    pipelines: frozenset[str]
+    description: str
+
+    @property
+    def reference(self) -> str:
+        return self.values[0]
+
+
+_ALL = frozenset({"eval", "search", "detection", "scoring"})
+
+TOGGLES: dict[str, Toggle] = {
+    t.name: t
+    for t in (
+        Toggle("kv_cache", ("off", "on"), "on", RUN, EXACT, _ALL, "reuse past keys and values while decoding"),
+        Toggle("early_stop", ("off", "on"), "on", RUN, BUDGETED, _ALL, "stop at EOS / a completed answer"),
+        Toggle("topk", ("full", "100", "50"), "100", RUN, BUDGETED, frozenset({"detection", "scoring"}),
+               "score over the top-k tokens instead of the full vocabulary"),
+        Toggle("batching", ("1", "static8", "dynamic"), "dynamic", RUN, TOLERANCE, _ALL,
+               "one item at a time, fixed batches of 8, or length-sorted buckets under a token budget"),
+        Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", RUN, TOLERANCE, _ALL,
+               "attention implementation"),
+        Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization"),
+        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, _ALL, "static KV cache + torch.compile"),
+    )
+}
+
+
+class ToggleError(ValueError):
+    """An unknown toggle or value, with the ones that exist."""
+
+
+def get_toggle(name: str) -> Toggle:
+    if name not in TOGGLES:
+        raise ToggleError(f"unknown toggle {name!r}; toggles: {', '.join(TOGGLES)}")
+    return TOGGLES[name]
+
+
+def check_variant(variant: dict[str, str]) -> None:
+    for name, value in variant.items():
+        toggle = get_toggle(name)
+        if value not in toggle.values:
+            raise ToggleError(f"toggle {name!r} has no value {value!r}; values: {', '.join(toggle.values)}")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def unavailable_reason(variant: dict[str, str], device: str) -> str | None:
+    """Why this variant cannot run here, saying what to install or change; None when it can."""
+    quantization = variant.get("quantization", "none")
+    if quantization != "none" and not _installed("bitsandbytes"):
+        return f"quantization={quantization} needs bitsandbytes: pip install 'pytest-llm-harness[quant]'"
+    if variant.get("attention") == "flash_attention_2":
+        if device != "cuda":
+            return "attention=flash_attention_2 needs a CUDA device (--bench-device cuda)"
+        if not _installed("flash_attn"):
+            return "attention=flash_attention_2 needs the flash_attn package"
+    if variant.get("compile") == "on" and device != "cuda":
+        return "compile=on (static cache + CUDA graphs) needs a CUDA device (--bench-device cuda)"
+    if variant.get("compile") == "on" and quantization != "none":
+        return "compile=on with bitsandbytes quantization is not supported by torch.compile; drop one of them"
+    return None
+
+
+def reference_variant(toggles: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {name: get_toggle(name).reference for name in toggles}
+
+
+def _all_on(toggles: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {name: (get_toggle(name).optimized if get_toggle(name).optimized in values else values[-1])
+            for name, values in toggles.items()}
+
+
+def variants(toggles: dict[str, tuple[str, ...]], matrix: str) -> list[dict[str, str]]:
+    """The variants of a matrix, reference first, without repeats.
+
+    `toggles` maps each swept toggle to the values to try (a subset of its registry values;
+    the reference value is always included).
+    """
+    if matrix not in MATRICES:
+        raise ToggleError(f"unknown matrix {matrix!r}; matrices: {', '.join(MATRICES)}")
+    swept = {name: (get_toggle(name).reference, *(v for v in values if v != get_toggle(name).reference))
+             for name, values in toggles.items()}
+    for name, values in swept.items():
+        for value in values:
+            check_variant({name: value})
+    reference = reference_variant(swept)
+    all_on = _all_on(swept)
+    if matrix == "ablation":
+        chosen = [reference]
+        chosen += [{**reference, name: value} for name, values in swept.items() for value in values[1:]]
+        chosen.append(all_on)
+    elif matrix == "leave-one-out":
+        chosen = [reference, all_on] + [{**all_on, name: reference[name]} for name in swept]
+    else:
+        chosen = [dict(zip(swept, combo)) for combo in itertools.product(*swept.values())]
+    unique: list[dict[str, str]] = []
+    for variant in chosen:
+        if variant not in unique:
+            unique.append(variant)
+    return unique
+
+
+def variant_label(variant: dict[str, str], reference: dict[str, str]) -> str:
+    """'kv_cache=on,batching=dynamic', or 'reference' when nothing differs."""
+    changed = [f"{name}={value}" for name, value in variant.items() if value != reference[name]]
+    return ",".join(changed) or "reference"
+
+
+def fidelity_of(variant: dict[str, str], reference: dict[str, str]) -> dict[str, str]:
+    return {name: get_toggle(name).fidelity for name, value in variant.items() if value != reference[name]}

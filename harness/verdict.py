@@ -1,0 +1,437 @@
+"""The rules that turn a case's record, its baseline and its session reference into a verdict.
+
+No I/O here: records in, verdicts out.
+
+Against the baseline (same case id, same device class: the caller guarantees that):
+
+1. speed of a variant: its speedup over the session reference must not fall by more than
+   `speedup_factor`, with non-overlapping bootstrap confidence intervals;
+2. speed of the reference variant (no speedup): its median time must not grow by more than
+   `time_factor`, with a one-sided Mann-Whitney U test;
+3. quality: a paired test on per-item scores (exact McNemar for 0/1 scores, Wilcoxon signed-rank
+   otherwise) plus a budget (1 point, or 1% of the compared value);
+4. work counters: compared exactly; more work regresses, less work improves (it must be explained).
+
+Against the session reference (for every variant but the reference itself):
+
+5. fidelity by class: "exact" (every output equal; only in fp32), "tolerance" (agreement share plus
+   the quality rule) or "budgeted" (the quality rule only, MLPerf's "99% of the reference").
+
+Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, reward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from harness.records import CaseRecord, Speedup
+
+# Verdict statuses, worst first.
+REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
+
+# Fidelity classes, strictest first.
+FIDELITY_CLASSES = ("exact", "tolerance", "budgeted")
+_FP32_NAMES = frozenset({"float32", "fp32", "torch.float32"})
+
+# Comparisons of budgets and factors ignore differences below this (0.71 - 0.70 is not > 0.01).
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One metric's comparison: what moved, by how much, under which rule."""
+
+    metric: str  # "speedup", "median_seconds", "accuracy", "counter:generated_tokens", "fidelity"
+    against: str  # "baseline" or "reference"
+    status: str  # REGRESSED / IMPROVED / PASSED
+    message: str  # "accuracy 0.71 -> 0.52 (-19.0 pts, paired test p<0.001, budget -1.0 pt)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    case_id: str
+    status: str  # REGRESSED if any finding regressed, else IMPROVED if any improved, else PASSED; NEW without baseline
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def message(self) -> str:
+        """One line per regression (or improvement), each prefixed with the case id."""
+        worst = [f for f in self.findings if f.status == self.status] or list(self.findings)
+        return "\n".join(f"{self.case_id}: {f.message}" for f in worst if f.status != PASSED) or f"{self.case_id}: {self.status}"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    speed_alpha: float = 0.05  # significance for speed (3-round samples cannot reach smaller p with Mann-Whitney)
+    speedup_factor: float = 1.25  # a variant's speedup must fall by more than this factor vs the baseline's speedup
+    time_factor: float = 1.5  # the reference variant's own median time must grow by more than this (same device class)
+    quality_alpha: float = 0.05  # paired test significance
+    quality_budget: float = 0.01  # allowed drop of the quality metric, absolute (1 point of accuracy) ...
+    relative_budget: float = 0.01  # ... or relative to the compared value (MLPerf's 99%), whichever is larger
+    min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
+
+
+# --- speed -------------------------------------------------------------------------------------
+
+
+def bootstrap_speedup(
+    reference_seconds: Sequence[float],
+    variant_seconds: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Speedup:
+    """Ratio of median times reference / variant with a percentile bootstrap confidence interval.
+
+    Each side's rounds are resampled independently (they are separate measurements), with a numpy
+    Generator seeded by `seed`, so the same rounds always give the same interval.
+    """
+    reference = np.asarray(reference_seconds, dtype=float)
+    variant = np.asarray(variant_seconds, dtype=float)
+    if reference.size == 0 or variant.size == 0:
+        raise ValueError("bootstrap_speedup needs at least one round on each side")
+    if not (np.all(np.isfinite(reference)) and np.all(np.isfinite(variant))):
+        raise ValueError("round times must be finite")
+    if np.any(reference <= 0) or np.any(variant <= 0):
+        raise ValueError("round times must be positive")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+
+    ratio = float(np.median(reference) / np.median(variant))
+    rng = np.random.default_rng(seed)
+    reference_medians = np.median(rng.choice(reference, size=(resamples, reference.size), replace=True), axis=1)
+    variant_medians = np.median(rng.choice(variant, size=(resamples, variant.size), replace=True), axis=1)
+    ratios = reference_medians / variant_medians
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = (float(v) for v in np.percentile(ratios, [tail, 100.0 - tail]))
+    # The bootstrap distribution of a median ratio always puts far more than the tail mass on each
+    # side of the point estimate; the clamp only guards against rounding in the interpolation.
+    return Speedup(ratio=ratio, low=min(low, ratio), high=max(high, ratio), confidence=confidence)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds * 1e6:.1f}us"
+
+
+def _fmt_p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) -> Finding:
+    message = (
+        f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x "
+        f"(CI {current.low:.1f}-{current.high:.1f} vs {baseline.low:.1f}-{baseline.high:.1f}, "
+        f"factor {policy.speedup_factor:g})"
+    )
+    status = PASSED
+    if current.ratio < baseline.ratio / policy.speedup_factor and current.high < baseline.low:
+        status = REGRESSED
+    elif current.ratio > baseline.ratio * policy.speedup_factor and current.low > baseline.high:
+        status = IMPROVED
+    return Finding("speedup", "baseline", status, message)
+
+
+def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: GatePolicy) -> Finding:
+    current_median = float(np.median(current))
+    baseline_median = float(np.median(baseline))
+    slower = current_median >= baseline_median
+    # One-sided in the direction the medians moved: "greater" asks whether current is slower.
+    p = float(stats.mannwhitneyu(current, baseline, alternative="greater" if slower else "less").pvalue)
+    factor = current_median / baseline_median
+    message = (
+        f"median time {_fmt_seconds(baseline_median)} -> {_fmt_seconds(current_median)} "
+        f"(x{factor:.2f}, Mann-Whitney {_fmt_p(p)}, factor {policy.time_factor:g})"
+    )
+    # `<=`: with 3 rounds a side the smallest exact one-sided p is 1/20 = 0.05 = speed_alpha.
+    significant = p <= policy.speed_alpha + _EPS
+    status = PASSED
+    if significant and slower and factor > policy.time_factor:
+        status = REGRESSED
+    elif significant and not slower and 1.0 / factor > policy.time_factor:
+        status = IMPROVED
+    return Finding("median_seconds", "baseline", status, message)
+
+
+def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
+    if current.speedup is not None and baseline.speedup is not None:
+        return [_speedup_finding(current.speedup, baseline.speedup, policy)]
+    # The reference variant has no speedup; a variant whose baseline lacks one falls back to
+    # absolute times too (same case, same device class).
+    cur, base = current.speed.round_seconds, baseline.speed.round_seconds
+    if not cur or not base or min(cur) <= 0 or min(base) <= 0:
+        return [Finding("median_seconds", "baseline", PASSED, "speed not comparable: no timed rounds on one side")]
+    return [_time_finding(cur, base, policy)]
+
+
+# --- quality -----------------------------------------------------------------------------------
+
+
+def _fmt_value(value: float) -> str:
+    if 0.0 <= value <= 1.0:
+        text = f"{value:.3f}"
+        return text[:-1] if text.endswith("0") else text
+    return f"{value:.4g}"
+
+
+def _paired_p(compared: Sequence[float], current: Sequence[float]) -> float:
+    """Two-sided p of a paired test on per-item scores: exact McNemar for 0/1, else Wilcoxon."""
+    if all(s in (0.0, 1.0) for s in compared) and all(s in (0.0, 1.0) for s in current):
+        lost = sum(1 for b, c in zip(compared, current) if b == 1.0 and c == 0.0)
+        gained = sum(1 for b, c in zip(compared, current) if b == 0.0 and c == 1.0)
+        if lost + gained == 0:
+            return 1.0
+        return float(stats.binomtest(gained, lost + gained, 0.5, alternative="two-sided").pvalue)
+    differences = np.asarray(current, dtype=float) - np.asarray(compared, dtype=float)
+    if not np.any(differences):
+        return 1.0
+    return float(stats.wilcoxon(differences, zero_method="zsplit").pvalue)
+
+
+def quality_finding(
+    metric: str,
+    against: str,
+    current_value: float,
+    compared_value: float,
+    current_items: tuple[Sequence[str], Sequence[float]],
+    compared_items: tuple[Sequence[str], Sequence[float]],
+    policy: GatePolicy,
+) -> Finding:
+    """Rule 3: paired test on the items both sides share, plus a budget on the metric's drop.
+
+    `against` is "baseline" or "reference"; only a baseline comparison can report IMPROVED (a variant
+    that beats the reference keeps beating it run after run: that is no change to record).
+    """
+    current_ids, current_scores = current_items
+    compared_by_id = dict(zip(*compared_items))
+    pairs = [(compared_by_id[i], s) for i, s in zip(current_ids, current_scores) if i in compared_by_id]
+    if not pairs or 2 * len(pairs) < len(current_ids):
+        fix = "re-save the baseline" if against == "baseline" else "run the reference on the same items"
+        return Finding(
+            metric,
+            against,
+            REGRESSED,
+            f"{metric} not comparable with the {against}: only {len(pairs)}/{len(current_ids)} items shared, "
+            f"the item set changed ({fix})",
+        )
+    compared_scores = [b for b, _ in pairs]
+    paired_scores = [c for _, c in pairs]
+    p = _paired_p(compared_scores, paired_scores)
+    paired_shift = float(np.mean(paired_scores) - np.mean(compared_scores))
+
+    difference = current_value - compared_value
+    budget = max(policy.quality_budget, policy.relative_budget * abs(compared_value))
+    if 0.0 <= current_value <= 1.0 and 0.0 <= compared_value <= 1.0:
+        moved, allowed = f"{100 * difference:+.1f} pts", f"-{100 * budget:.1f} pt"
+    else:
+        moved, allowed = f"{difference:+.4g}", f"-{budget:.4g}"
+    shared = "" if len(pairs) == len(current_ids) else f", {len(pairs)}/{len(current_ids)} items shared"
+    message = (
+        f"{metric} {_fmt_value(compared_value)} -> {_fmt_value(current_value)} "
+        f"({moved}, paired test {_fmt_p(p)}, budget {allowed}{shared})"
+    )
+    significant = p < policy.quality_alpha
+    status = PASSED
+    if significant and difference < -(budget + _EPS) and paired_shift < 0:
+        status = REGRESSED
+    elif significant and difference > budget + _EPS and paired_shift > 0:
+        if against == "baseline":
+            status = IMPROVED
+        else:
+            message += ": above the reference"
+    return Finding(metric, against, status, message)
+
+
+def _record_quality_finding(current: CaseRecord, compared: CaseRecord, against: str, policy: GatePolicy) -> Finding:
+    metric = current.quality_metric
+    if compared.quality_metric != metric or metric not in compared.output.quality:
+        return Finding(
+            metric,
+            against,
+            REGRESSED,
+            f"{metric} not comparable: the {against} gates {compared.quality_metric}"
+            + (" (re-save the baseline)" if against == "baseline" else ""),
+        )
+    return quality_finding(
+        metric,
+        against,
+        current.quality,
+        compared.quality,
+        (current.output.item_ids, current.output.item_scores),
+        (compared.output.item_ids, compared.output.item_scores),
+        policy,
+    )
+
+
+# --- work counters -----------------------------------------------------------------------------
+
+
+def _counter_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding]:
+    findings: list[Finding] = []
+    cur, base = current.output.counters, baseline.output.counters
+    unchanged = []
+    for name in [n for n in cur if n in base]:
+        before, after = base[name], cur[name]
+        if after == before:
+            unchanged.append(name)
+            continue
+        change = f"{100.0 * (after - before) / before:+.1f}%" if before else "from zero"
+        status = REGRESSED if after > before else IMPROVED
+        findings.append(Finding(f"counter:{name}", "baseline", status, f"counter {name} {before} -> {after} ({change})"))
+    if unchanged:
+        findings.append(Finding("counters", "baseline", PASSED, f"counters unchanged: {', '.join(unchanged)}"))
+    only_current = [n for n in cur if n not in base]
+    only_baseline = [n for n in base if n not in cur]
+    if only_current or only_baseline:
+        parts = []
+        if only_current:
+            parts.append(f"new (not in the baseline): {', '.join(only_current)}")
+        if only_baseline:
+            parts.append(f"gone (only in the baseline): {', '.join(only_baseline)}")
+        findings.append(Finding("counters", "baseline", PASSED, "counters " + "; ".join(parts)))
+    return findings
+
+
+# --- fidelity ----------------------------------------------------------------------------------
+
+
+def _differing_toggles(record: CaseRecord) -> list[str]:
+    names = list(record.variant) + [t for t in record.reference_variant if t not in record.variant]
+    return [t for t in names if record.variant.get(t) != record.reference_variant.get(t)]
+
+
+def fidelity_class(record: CaseRecord) -> str | None:
+    """The contract a variant owes the reference: the loosest class among the toggles that differ.
+
+    None for the reference itself. "exact" only holds in fp32 (metadata dtype); in any other dtype an
+    exact toggle degrades to "tolerance".
+    """
+    if record.is_reference:
+        return None
+    classes = []
+    for toggle in _differing_toggles(record):
+        if toggle not in record.fidelity:
+            raise ValueError(f"{record.case_id}: toggle {toggle!r} differs from the reference but has no fidelity class")
+        cls = record.fidelity[toggle]
+        if cls not in FIDELITY_CLASSES:
+            raise ValueError(f"{record.case_id}: toggle {toggle!r} has unknown fidelity class {cls!r}")
+        classes.append(cls)
+    loosest = max(classes, key=FIDELITY_CLASSES.index)
+    if loosest == "exact" and str(record.metadata.get("dtype")) not in _FP32_NAMES:
+        return "tolerance"
+    return loosest
+
+
+def _fidelity_findings(current: CaseRecord, reference: CaseRecord, policy: GatePolicy) -> list[Finding]:
+    cls = fidelity_class(current)
+    toggles = ", ".join(_differing_toggles(current))
+    reference_outputs = dict(zip(reference.output.item_ids, reference.output.item_outputs))
+    paired = [(i, out) for i, out in zip(current.output.item_ids, current.output.item_outputs) if i in reference_outputs]
+    total = len(current.output.item_ids)
+    if not paired or 2 * len(paired) < total:
+        return [
+            Finding(
+                "fidelity",
+                "reference",
+                REGRESSED,
+                f"fidelity not comparable: only {len(paired)}/{total} items shared with the reference",
+            )
+        ]
+    differing = [i for i, out in paired if out != reference_outputs[i]]
+    n = len(paired)
+    agreement = (n - len(differing)) / n
+    first = f" (first: item {differing[0]})" if differing else ""
+    summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the reference"
+
+    findings: list[Finding] = []
+    if cls == "exact":
+        if differing:
+            findings.append(
+                Finding(
+                    "fidelity",
+                    "reference",
+                    REGRESSED,
+                    f"fidelity: {toggles} is exact in fp32 but {len(differing)}/{n} outputs differ "
+                    f"from the reference{first}",
+                )
+            )
+        else:
+            findings.append(Finding("fidelity", "reference", PASSED, f"fidelity (exact): {summary}"))
+        return findings
+
+    degraded = ""
+    if cls == "tolerance" and "exact" in {current.fidelity.get(t) for t in _differing_toggles(current)}:
+        degraded = f" (exact only in fp32, dtype {current.metadata.get('dtype', 'unknown')})"
+    if cls == "tolerance" and agreement < policy.min_agreement:
+        findings.append(
+            Finding(
+                "fidelity",
+                "reference",
+                REGRESSED,
+                f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, below "
+                f"{100 * policy.min_agreement:.0f}%{first}",
+            )
+        )
+    else:
+        findings.append(Finding("fidelity", "reference", PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"))
+    findings.append(_record_quality_finding(current, reference, "reference", policy))
+    return findings
+
+
+# --- the verdict -------------------------------------------------------------------------------
+
+
+def judge(
+    current: CaseRecord,
+    baseline: CaseRecord | None,
+    reference: CaseRecord | None,
+    policy: GatePolicy = GatePolicy(),
+) -> Verdict:
+    """Apply rules 1-4 against the baseline (if any) and rule 5 against the session reference (if any).
+
+    Status: REGRESSED if any finding regressed; else NEW without a baseline; else IMPROVED if any
+    finding improved; else PASSED.
+    """
+    findings: list[Finding] = []
+    if baseline is not None:
+        findings += _speed_findings(current, baseline, policy)
+        findings.append(_record_quality_finding(current, baseline, "baseline", policy))
+        findings += _counter_findings(current, baseline)
+    if reference is not None and not current.is_reference and reference is not current:
+        findings += _fidelity_findings(current, reference, policy)
+
+    statuses = {f.status for f in findings}
+    if REGRESSED in statuses:
+        status = REGRESSED
+    elif baseline is None:
+        status = NEW
+    elif IMPROVED in statuses:
+        status = IMPROVED
+    else:
+        status = PASSED
+    return Verdict(current.case_id, status, tuple(findings))
+
+
+__all__ = [
+    "FIDELITY_CLASSES",
+    "IMPROVED",
+    "NEW",
+    "PASSED",
+    "REGRESSED",
+    "Finding",
+    "GatePolicy",
+    "Verdict",
+    "bootstrap_speedup",
+    "fidelity_class",
+    "judge",
+    "quality_finding",
+]

@@ -1,0 +1,581 @@
+"""The gate's rules, on hand-made records: each fires when it should and stays quiet when it should not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
+from harness.verdict import (
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    Finding,
+    GatePolicy,
+    Verdict,
+    bootstrap_speedup,
+    fidelity_class,
+    judge,
+    quality_finding,
+)
+
+REFERENCE_VARIANT = {"kv_cache": "off", "early_stop": "off", "attention": "eager"}
+CLASSES = {"kv_cache": "exact", "early_stop": "budgeted", "attention": "tolerance"}
+
+
+def make_record(
+    toggles: dict[str, str] | None = None,
+    *,
+    rounds: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0),
+    scores: list[float] | None = None,
+    ids: list[str] | None = None,
+    outputs: list[str] | None = None,
+    counters: dict[str, int] | None = None,
+    speedup: Speedup | None = None,
+    metric: str = "accuracy",
+    quality: float | None = None,
+    dtype: str = "float32",
+) -> CaseRecord:
+    """A record of `eval[math|...]` with the given toggles switched away from the reference."""
+    toggles = toggles or {}
+    variant = {**REFERENCE_VARIANT, **toggles}
+    differing = {t: CLASSES[t] for t, v in variant.items() if v != REFERENCE_VARIANT[t]}
+    scores = [1.0] * 32 if scores is None else list(scores)
+    ids = [f"math-test-0-{i}" for i in range(len(scores))] if ids is None else list(ids)
+    outputs = [f"answer {i}" for i in range(len(scores))] if outputs is None else list(outputs)
+    label = "|".join(f"{t}={v}" for t, v in toggles.items())
+    return CaseRecord(
+        case_id=f"eval[math{'|' + label if label else ''}]",
+        pipeline="eval",
+        group="math",
+        variant=variant,
+        reference_variant=dict(REFERENCE_VARIANT),
+        fidelity=differing,
+        speed=Speed(
+            round_seconds=list(rounds),
+            items_per_round=len(scores),
+            tokens_per_round=1000,
+            peak_memory_bytes=1 << 20,
+            memory_kind="cpu_peak_rss",
+        ),
+        output=PipelineOutput(
+            quality={metric: float(np.mean(scores)) if quality is None else quality},
+            counters={"generated_tokens": 2048, "forward_passes": 64} if counters is None else dict(counters),
+            item_ids=ids,
+            item_scores=scores,
+            item_outputs=outputs,
+        ),
+        speedup=speedup,
+        metadata={"dtype": dtype, "device": "cpu"},
+    )
+
+
+def binary_scores(n: int, correct: int) -> list[float]:
+    return [1.0] * correct + [0.0] * (n - correct)
+
+
+def only(findings: tuple[Finding, ...], metric: str, against: str = "baseline") -> Finding:
+    matching = [f for f in findings if f.metric == metric and f.against == against]
+    assert len(matching) == 1, findings
+    return matching[0]
+
+
+def alarms(verdict: Verdict) -> list[Finding]:
+    return [f for f in verdict.findings if f.status != PASSED]
+
+
+# --- bootstrap_speedup ---------------------------------------------------------------------------
+
+
+def test_bootstrap_speedup_is_ratio_of_medians() -> None:
+    speedup = bootstrap_speedup([2.0, 2.2, 2.1], [1.0, 1.05, 1.1])
+    assert speedup.ratio == pytest.approx(2.1 / 1.05)
+    assert speedup.low <= speedup.ratio <= speedup.high
+    assert speedup.confidence == 0.95
+
+
+def test_bootstrap_speedup_interval_narrows_with_confidence() -> None:
+    reference = [2.0, 2.3, 2.1, 1.9, 2.2]
+    variant = [1.0, 1.1, 0.9, 1.05, 0.95]
+    wide = bootstrap_speedup(reference, variant, confidence=0.99)
+    narrow = bootstrap_speedup(reference, variant, confidence=0.5)
+    assert wide.low <= narrow.low <= narrow.high <= wide.high
+
+
+@pytest.mark.parametrize(
+    ("reference", "variant"),
+    [([], [1.0]), ([1.0], []), ([1.0, 0.0], [1.0]), ([1.0], [-1.0]), ([float("nan")], [1.0])],
+)
+def test_bootstrap_speedup_rejects_bad_rounds(reference: list[float], variant: list[float]) -> None:
+    with pytest.raises(ValueError):
+        bootstrap_speedup(reference, variant)
+
+
+round_times = st.lists(st.floats(min_value=1e-4, max_value=1e3, allow_nan=False), min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(reference=round_times, variant=round_times, seed=st.integers(0, 2**32 - 1))
+def test_bootstrap_speedup_is_deterministic_and_contains_the_ratio(
+    reference: list[float], variant: list[float], seed: int
+) -> None:
+    first = bootstrap_speedup(reference, variant, resamples=500, seed=seed)
+    second = bootstrap_speedup(reference, variant, resamples=500, seed=seed)
+    assert first == second
+    assert first.low <= first.ratio <= first.high
+    assert first.ratio == pytest.approx(float(np.median(reference) / np.median(variant)))
+
+
+# --- rule 1: speedup of a variant ------------------------------------------------------------------
+
+
+def test_speedup_collapse_regresses_with_message() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(5.1, 4.8, 5.4))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(2.3, 2.1, 2.5))
+    verdict = judge(current, baseline, None)
+    finding = only(verdict.findings, "speedup")
+    assert finding.status == REGRESSED
+    assert finding.message == "speedup 5.10x -> 2.30x (CI 2.1-2.5 vs 4.8-5.4, factor 1.25)"
+    assert verdict.status == REGRESSED
+    assert verdict.message.startswith("eval[math|kv_cache=on]: speedup 5.10x -> 2.30x")
+
+
+def test_speedup_drop_within_factor_passes() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.95, 2.05))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(1.7, 1.65, 1.75))  # 1.18x lower: under 1.25
+    assert only(judge(current, baseline, None).findings, "speedup").status == PASSED
+
+
+def test_speedup_drop_with_overlapping_intervals_passes() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.0, 3.0))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(1.2, 0.9, 1.5))
+    assert only(judge(current, baseline, None).findings, "speedup").status == PASSED
+
+
+def test_speedup_gain_improves() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.8, 3.2))
+    verdict = judge(current, baseline, None)
+    assert only(verdict.findings, "speedup").status == IMPROVED
+    assert verdict.status == IMPROVED
+
+
+# --- rule 2: absolute time of the reference variant -------------------------------------------------
+
+
+def test_noisy_but_equal_a_a_pair_passes() -> None:
+    baseline = make_record(rounds=[1.02, 0.97, 1.10])
+    current = make_record(rounds=[0.95, 1.08, 1.01])
+    verdict = judge(current, baseline, None)
+    assert only(verdict.findings, "median_seconds").status == PASSED
+    assert verdict.status == PASSED
+
+
+def test_two_x_slowdown_with_separated_rounds_regresses() -> None:
+    baseline = make_record(rounds=[1.19, 1.20, 1.21])
+    current = make_record(rounds=[2.38, 2.40, 2.42])
+    finding = only(judge(current, baseline, None).findings, "median_seconds")
+    assert finding.status == REGRESSED
+    assert finding.message == "median time 1.20s -> 2.40s (x2.00, Mann-Whitney p=0.050, factor 1.5)"
+
+
+def test_slowdown_below_factor_passes_even_when_significant() -> None:
+    baseline = make_record(rounds=[1.00, 1.01, 1.02, 1.00, 1.01])
+    current = make_record(rounds=[1.10, 1.11, 1.12, 1.10, 1.11])  # 1.1x slower, p < 0.01
+    finding = only(judge(current, baseline, None).findings, "median_seconds")
+    assert finding.status == PASSED
+    assert "x1.10" in finding.message
+
+
+def test_one_noisy_round_does_not_fail_the_build() -> None:
+    baseline = make_record(rounds=[1.0, 1.01, 1.02])
+    current = make_record(rounds=[0.99, 3.0, 3.1])  # median 3x, but one round overlaps: p > 0.05
+    assert only(judge(current, baseline, None).findings, "median_seconds").status == PASSED
+
+
+def test_two_x_speedup_of_the_reference_improves() -> None:
+    baseline = make_record(rounds=[2.0, 2.1, 2.2])
+    current = make_record(rounds=[1.0, 1.05, 1.1])
+    finding = only(judge(current, baseline, None).findings, "median_seconds")
+    assert finding.status == IMPROVED
+
+
+def test_milliseconds_are_printed_as_such() -> None:
+    baseline = make_record(rounds=[0.0120, 0.0129, 0.0130])
+    current = make_record(rounds=[0.0120, 0.0128, 0.0131])
+    assert "12.9ms -> 12.8ms" in only(judge(current, baseline, None).findings, "median_seconds").message
+
+
+# --- rule 3: quality against the baseline -----------------------------------------------------------
+
+
+def test_nineteen_point_drop_on_200_items_regresses() -> None:
+    baseline = make_record(scores=binary_scores(200, 142))  # 0.71
+    current = make_record(scores=binary_scores(200, 104))  # 0.52
+    verdict = judge(current, baseline, None)
+    finding = only(verdict.findings, "accuracy")
+    assert finding.status == REGRESSED
+    assert finding.message == "accuracy 0.71 -> 0.52 (-19.0 pts, paired test p<0.001, budget -1.0 pt)"
+    assert verdict.status == REGRESSED
+    assert "eval[math]: accuracy 0.71 -> 0.52 (-19.0 pts" in verdict.message
+
+
+def test_one_item_difference_on_32_items_passes() -> None:
+    baseline = make_record(scores=binary_scores(32, 20))
+    current = make_record(scores=binary_scores(32, 19))  # -3.1 pts, beyond budget but p = 1
+    finding = only(judge(current, baseline, None).findings, "accuracy")
+    assert finding.status == PASSED
+    assert "-3.1 pts" in finding.message
+    assert "p=1.000" in finding.message
+
+
+def test_large_drop_on_few_items_is_not_significant() -> None:
+    baseline = make_record(scores=binary_scores(4, 4))
+    current = make_record(scores=binary_scores(4, 0))  # McNemar on 4 discordant pairs: p = 0.125
+    finding = only(judge(current, baseline, None).findings, "accuracy")
+    assert finding.status == PASSED
+    assert "p=0.125" in finding.message
+
+
+def test_significant_drop_within_budget_passes() -> None:
+    # 30 of 10,000 items lost: highly significant (p ~ 2e-9), but a 0.3-point drop is within budget.
+    n = 10_000
+    base = binary_scores(n, 5000)
+    cur = list(base)
+    for i in range(30):
+        cur[i] = 0.0
+    finding = only(judge(make_record(scores=cur), make_record(scores=base), None).findings, "accuracy")
+    assert finding.status == PASSED
+
+
+def test_quality_gain_improves() -> None:
+    baseline = make_record(scores=binary_scores(200, 104))
+    current = make_record(scores=binary_scores(200, 142))
+    verdict = judge(current, baseline, None)
+    assert only(verdict.findings, "accuracy").status == IMPROVED
+    assert verdict.status == IMPROVED
+
+
+def test_continuous_scores_use_wilcoxon() -> None:
+    rng = np.random.default_rng(1)
+    base = list(rng.uniform(0.5, 1.0, size=100))
+    cur = [s - 0.2 for s in base]
+    finding = only(
+        judge(make_record(scores=cur, metric="reward"), make_record(scores=base, metric="reward"), None).findings,
+        "reward",
+    )
+    assert finding.status == REGRESSED
+    assert "-20.0 pts" in finding.message
+
+
+def test_continuous_identical_scores_pass() -> None:
+    scores = [0.3, 0.55, 0.9, 0.12]
+    finding = only(
+        judge(make_record(scores=scores, metric="reward"), make_record(scores=scores, metric="reward"), None).findings,
+        "reward",
+    )
+    assert finding.status == PASSED
+    assert "p=1.000" in finding.message
+
+
+def test_metric_outside_unit_range_prints_absolute_difference() -> None:
+    base = [10.0] * 50
+    cur = [8.0] * 50
+    finding = only(
+        judge(make_record(scores=cur, metric="reward"), make_record(scores=base, metric="reward"), None).findings,
+        "reward",
+    )
+    assert finding.status == REGRESSED
+    assert "reward 10 -> 8 (-2, paired test p<0.001, budget -0.1)" == finding.message
+
+
+def test_changed_item_set_is_not_comparable() -> None:
+    baseline = make_record(ids=[f"old-{i}" for i in range(32)])
+    current = make_record()
+    finding = only(judge(current, baseline, None).findings, "accuracy")
+    assert finding.status == REGRESSED
+    assert "re-save the baseline" in finding.message
+    assert "0/32 items shared" in finding.message
+
+
+def test_mostly_shared_items_are_paired_on_the_intersection() -> None:
+    baseline = make_record(scores=binary_scores(40, 40), ids=[f"math-test-0-{i}" for i in range(40)])
+    current = make_record(scores=binary_scores(32, 32))
+    finding = only(judge(current, baseline, None).findings, "accuracy")
+    assert finding.status == PASSED
+    assert "shared" not in finding.message  # all current items are in the baseline
+
+    ids = [f"math-test-0-{i}" for i in range(24)] + [f"new-{i}" for i in range(8)]
+    finding = only(judge(make_record(ids=ids), baseline, None).findings, "accuracy")
+    assert finding.status == PASSED
+    assert "24/32 items shared" in finding.message
+
+
+def test_changed_metric_is_not_comparable() -> None:
+    baseline = make_record(metric="auc")
+    finding = only(judge(make_record(), baseline, None).findings, "accuracy")
+    assert finding.status == REGRESSED
+    assert "re-save the baseline" in finding.message
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=300))
+def test_mcnemar_never_flags_identical_item_scores(scores: list[float]) -> None:
+    record = make_record(scores=scores)
+    verdict = judge(make_record(scores=scores), record, None)
+    assert only(verdict.findings, "accuracy").status == PASSED
+    assert verdict.status == PASSED
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=300), st.integers(0, 2**32 - 1))
+def test_mcnemar_ignores_item_order(scores: list[float], seed: int) -> None:
+    ids = [f"item-{i}" for i in range(len(scores))]
+    order = np.random.default_rng(seed).permutation(len(scores))
+    finding = quality_finding(
+        "accuracy",
+        "baseline",
+        float(np.mean(scores)),
+        float(np.mean(scores)),
+        ([ids[i] for i in order], [scores[i] for i in order]),
+        (ids, scores),
+        GatePolicy(),
+    )
+    assert finding.status == PASSED
+
+
+# --- rule 4: work counters -------------------------------------------------------------------------
+
+
+def test_counter_increase_regresses() -> None:
+    baseline = make_record(counters={"generated_tokens": 2048})
+    current = make_record(counters={"generated_tokens": 4096})
+    verdict = judge(current, baseline, None)
+    finding = only(verdict.findings, "counter:generated_tokens")
+    assert finding.status == REGRESSED
+    assert finding.message == "counter generated_tokens 2048 -> 4096 (+100.0%)"
+    assert verdict.status == REGRESSED
+
+
+def test_counter_decrease_improves() -> None:
+    baseline = make_record(counters={"generated_tokens": 4096, "forward_passes": 64})
+    current = make_record(counters={"generated_tokens": 3072, "forward_passes": 64})
+    verdict = judge(current, baseline, None)
+    finding = only(verdict.findings, "counter:generated_tokens")
+    assert finding.status == IMPROVED
+    assert finding.message == "counter generated_tokens 4096 -> 3072 (-25.0%)"
+    assert verdict.status == IMPROVED
+    assert "forward_passes" in only(verdict.findings, "counters").message
+
+
+def test_counters_on_one_side_only_are_noted() -> None:
+    baseline = make_record(counters={"generated_tokens": 2048, "tree_nodes": 10})
+    current = make_record(counters={"generated_tokens": 2048, "queries": 5})
+    verdict = judge(current, baseline, None)
+    assert verdict.status == PASSED
+    notes = [f.message for f in verdict.findings if f.metric == "counters"]
+    assert any("queries" in m and "tree_nodes" in m for m in notes)
+
+
+def test_identical_counters_pass() -> None:
+    verdict = judge(make_record(), make_record(), None)
+    assert not [f for f in verdict.findings if f.metric.startswith("counter:")]
+    assert verdict.status == PASSED
+
+
+# --- fidelity_class --------------------------------------------------------------------------------
+
+
+def test_fidelity_class_of_reference_is_none() -> None:
+    assert fidelity_class(make_record()) is None
+
+
+def test_fidelity_class_exact_only_in_fp32() -> None:
+    assert fidelity_class(make_record({"kv_cache": "on"})) == "exact"
+    assert fidelity_class(make_record({"kv_cache": "on"}, dtype="bfloat16")) == "tolerance"
+
+
+def test_fidelity_class_is_the_loosest() -> None:
+    assert fidelity_class(make_record({"kv_cache": "on", "attention": "sdpa"})) == "tolerance"
+    assert fidelity_class(make_record({"kv_cache": "on", "early_stop": "on"})) == "budgeted"
+    assert fidelity_class(make_record({"attention": "sdpa", "early_stop": "on"})) == "budgeted"
+
+
+def test_fidelity_class_missing_is_an_error() -> None:
+    record = make_record({"kv_cache": "on"})
+    record.fidelity.clear()
+    with pytest.raises(ValueError, match="kv_cache"):
+        fidelity_class(record)
+
+
+# --- rule 5: fidelity against the session reference -----------------------------------------------
+
+
+def test_exact_fidelity_with_one_differing_output_regresses_and_names_it() -> None:
+    reference = make_record()
+    outputs = [f"answer {i}" for i in range(32)]
+    outputs[7] = "answer something else"
+    current = make_record({"kv_cache": "on"}, outputs=outputs)
+    verdict = judge(current, None, reference)
+    finding = only(verdict.findings, "fidelity", "reference")
+    assert finding.status == REGRESSED
+    assert finding.message == (
+        "fidelity: kv_cache is exact in fp32 but 1/32 outputs differ from the reference (first: item math-test-0-7)"
+    )
+    assert verdict.status == REGRESSED
+
+
+def test_exact_fidelity_with_equal_outputs_records_agreement() -> None:
+    verdict = judge(make_record({"kv_cache": "on"}), None, make_record())
+    finding = only(verdict.findings, "fidelity", "reference")
+    assert finding.status == PASSED
+    assert "32/32 (100.0%)" in finding.message
+    assert verdict.status == NEW
+
+
+def test_exact_degrades_to_tolerance_in_bf16() -> None:
+    reference = make_record(dtype="bfloat16")
+    outputs = [f"answer {i}" for i in range(32)]
+    outputs[7] = "answer something else"
+    current = make_record({"kv_cache": "on"}, outputs=outputs, dtype="bfloat16")
+    verdict = judge(current, None, reference)
+    finding = only(verdict.findings, "fidelity", "reference")
+    assert finding.status == PASSED
+    assert "tolerance" in finding.message
+    assert "31/32" in finding.message
+    assert only(verdict.findings, "accuracy", "reference").status == PASSED
+    assert verdict.status == NEW
+
+
+def test_tolerance_below_min_agreement_regresses() -> None:
+    outputs = [f"answer {i}" for i in range(32)]
+    for i in range(5):
+        outputs[i] = "different"
+    current = make_record({"attention": "sdpa"}, outputs=outputs)
+    verdict = judge(current, None, make_record())
+    finding = only(verdict.findings, "fidelity", "reference")
+    assert finding.status == REGRESSED
+    assert "27/32 (84.4%)" in finding.message
+    assert "below 90%" in finding.message
+    assert "math-test-0-0" in finding.message
+
+
+def test_tolerance_applies_the_quality_rule_against_the_reference() -> None:
+    reference = make_record(scores=binary_scores(200, 160))
+    current = make_record({"attention": "sdpa"}, scores=binary_scores(200, 120))  # outputs still equal
+    verdict = judge(current, None, reference)
+    assert only(verdict.findings, "fidelity", "reference").status == PASSED
+    assert only(verdict.findings, "accuracy", "reference").status == REGRESSED
+    assert verdict.status == REGRESSED
+
+
+def test_budgeted_early_stop_losing_accuracy_regresses_without_baseline() -> None:
+    reference = make_record(scores=binary_scores(200, 142))
+    current = make_record({"early_stop": "on"}, scores=binary_scores(200, 104))
+    verdict = judge(current, None, reference)
+    finding = only(verdict.findings, "accuracy", "reference")
+    assert finding.status == REGRESSED
+    assert "-19.0 pts" in finding.message
+    assert verdict.status == REGRESSED
+    assert verdict.message.startswith("eval[math|early_stop=on]: accuracy 0.71 -> 0.52")
+
+
+def test_budgeted_uses_a_budget_relative_to_the_reference_value() -> None:
+    # On a 0-100 reward scale 1% of the reference (0.9) is the budget, not the absolute 0.01.
+    reference = make_record(scores=[90.0] * 100, metric="reward")
+    small = make_record({"early_stop": "on"}, scores=[89.5] * 100, metric="reward")
+    large = make_record({"early_stop": "on"}, scores=[88.0] * 100, metric="reward")
+    assert only(judge(small, None, reference).findings, "reward", "reference").status == PASSED
+    assert only(judge(large, None, reference).findings, "reward", "reference").status == REGRESSED
+
+
+def test_budgeted_keeping_accuracy_records_agreement() -> None:
+    outputs = [f"short answer {i}" for i in range(32)]
+    verdict = judge(make_record({"early_stop": "on"}, outputs=outputs), None, make_record())
+    finding = only(verdict.findings, "fidelity", "reference")
+    assert finding.status == PASSED
+    assert "budgeted" in finding.message and "0/32" in finding.message
+    assert verdict.status == NEW
+
+
+def test_beating_the_reference_is_not_an_improvement_to_record() -> None:
+    reference = make_record(scores=binary_scores(200, 104))
+    current = make_record({"early_stop": "on"}, scores=binary_scores(200, 142))
+    verdict = judge(current, current, reference)
+    finding = only(verdict.findings, "accuracy", "reference")
+    assert finding.status == PASSED
+    assert "above the reference" in finding.message
+    assert verdict.status == PASSED
+
+
+def test_reference_is_not_judged_against_itself() -> None:
+    reference = make_record()
+    verdict = judge(reference, None, reference)
+    assert verdict.findings == ()
+    assert verdict.status == NEW
+    assert verdict.message == "eval[math]: new"
+
+
+def test_reference_with_a_different_item_set_is_not_comparable() -> None:
+    reference = make_record(ids=[f"other-{i}" for i in range(32)])
+    finding = only(judge(make_record({"kv_cache": "on"}), None, reference).findings, "fidelity", "reference")
+    assert finding.status == REGRESSED
+    assert "0/32 items shared" in finding.message
+
+
+# --- status precedence -----------------------------------------------------------------------------
+
+
+def test_regression_outranks_improvement() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1), scores=binary_scores(200, 142))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.8, 3.2), scores=binary_scores(200, 104))
+    verdict = judge(current, baseline, None)
+    assert only(verdict.findings, "speedup").status == IMPROVED
+    assert verdict.status == REGRESSED
+    assert "accuracy" in verdict.message and "speedup" not in verdict.message
+
+
+def test_without_baseline_clean_variant_is_new_and_regression_is_regressed() -> None:
+    assert judge(make_record({"kv_cache": "on"}), None, None).status == NEW
+    outputs = ["x"] * 32
+    assert judge(make_record({"kv_cache": "on"}, outputs=outputs), None, make_record()).status == REGRESSED
+
+
+def test_all_equal_passes_with_findings_recorded() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(2.05, 1.95, 2.15))
+    verdict = judge(current, baseline, make_record())
+    assert verdict.status == PASSED
+    assert {f.metric for f in verdict.findings} >= {"speedup", "accuracy", "fidelity"}
+    assert verdict.message == "eval[math|kv_cache=on]: passed"
+
+
+# --- A/A false alarms ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rounds", [3, 5])
+def test_a_a_false_alarm_rate_is_zero(n_rounds: int) -> None:
+    # Measured over 40,000 A/A pairs of 3 rounds: the speedup rule false-alarms about 3 times in 10,000
+    # (a 3-round percentile bootstrap interval is barely wider than the data's range); 0 in 5,000 at 5 rounds.
+    rng = np.random.default_rng(0)
+
+    def rounds(median: float) -> list[float]:
+        return list(median * rng.lognormal(0.0, 0.05, size=n_rounds))
+
+    false_alarms = []
+    for _ in range(200):
+        # The reference variant: absolute times against its baseline.
+        ref_verdict = judge(make_record(rounds=rounds(1.0)), make_record(rounds=rounds(1.0)), None)
+        # A variant: its speedup over a same-session reference, baseline session vs current session.
+        sessions = []
+        for _session in range(2):
+            variant_rounds = rounds(0.5)
+            speedup = bootstrap_speedup(rounds(1.0), variant_rounds)
+            sessions.append(make_record({"kv_cache": "on"}, rounds=variant_rounds, speedup=speedup))
+        var_verdict = judge(sessions[1], sessions[0], make_record())
+        false_alarms += alarms(ref_verdict) + alarms(var_verdict)
+        assert ref_verdict.status == PASSED and var_verdict.status == PASSED, false_alarms
+    assert false_alarms == []
