@@ -23,7 +23,7 @@ Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import stats
@@ -331,7 +331,9 @@ def fidelity_class(record: CaseRecord) -> str | None:
     return loosest
 
 
-def _fidelity_findings(current: CaseRecord, reference: CaseRecord, policy: GatePolicy) -> list[Finding]:
+def _fidelity_findings(
+    current: CaseRecord, reference: CaseRecord, policy: GatePolicy, against: str = "reference"
+) -> list[Finding]:
     cls = fidelity_class(current)
     toggles = ", ".join(_differing_toggles(current))
     reference_outputs = dict(zip(reference.output.item_ids, reference.output.item_outputs))
@@ -341,16 +343,16 @@ def _fidelity_findings(current: CaseRecord, reference: CaseRecord, policy: GateP
         return [
             Finding(
                 "fidelity",
-                "reference",
+                against,
                 REGRESSED,
-                f"fidelity not comparable: only {len(paired)}/{total} items shared with the reference",
+                f"fidelity not comparable: only {len(paired)}/{total} items shared with the {against}",
             )
         ]
     differing = [i for i, out in paired if out != reference_outputs[i]]
     n = len(paired)
     agreement = (n - len(differing)) / n
     first = f" (first: item {differing[0]})" if differing else ""
-    summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the reference"
+    summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the {against}"
 
     findings: list[Finding] = []
     if cls == "exact":
@@ -358,14 +360,14 @@ def _fidelity_findings(current: CaseRecord, reference: CaseRecord, policy: GateP
             findings.append(
                 Finding(
                     "fidelity",
-                    "reference",
+                    against,
                     REGRESSED,
                     f"fidelity: {toggles} is exact in fp32 but {len(differing)}/{n} outputs differ "
-                    f"from the reference{first}",
+                    f"from the {against}{first}",
                 )
             )
         else:
-            findings.append(Finding("fidelity", "reference", PASSED, f"fidelity (exact): {summary}"))
+            findings.append(Finding("fidelity", against, PASSED, f"fidelity (exact): {summary}"))
         return findings
 
     degraded = ""
@@ -375,16 +377,27 @@ def _fidelity_findings(current: CaseRecord, reference: CaseRecord, policy: GateP
         findings.append(
             Finding(
                 "fidelity",
-                "reference",
+                against,
                 REGRESSED,
                 f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, below "
                 f"{100 * policy.min_agreement:.0f}%{first}",
             )
         )
     else:
-        findings.append(Finding("fidelity", "reference", PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"))
-    findings.append(_record_quality_finding(current, reference, "reference", policy))
+        findings.append(Finding("fidelity", against, PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"))
+    findings.append(_record_quality_finding(current, reference, against, policy))
     return findings
+
+
+def neighbour_findings(current: CaseRecord, neighbour: CaseRecord, policy: GatePolicy = GatePolicy()) -> list[Finding]:
+    """The contract of the one toggle in which two variants of a session differ, checked between them.
+
+    This is how leave-one-out and full matrices check, say, that kv_cache is exact: the variant
+    without it is compared with the one that has it, all else equal.
+    """
+    # The toggle that differs may be at its reference value on either side: take both sides' classes.
+    view = replace(current, reference_variant=dict(neighbour.variant), fidelity={**neighbour.fidelity, **current.fidelity})
+    return _fidelity_findings(view, neighbour, policy, against=neighbour.case_id)
 
 
 # --- the verdict -------------------------------------------------------------------------------
@@ -395,6 +408,7 @@ def judge(
     baseline: CaseRecord | None,
     reference: CaseRecord | None,
     policy: GatePolicy = GatePolicy(),
+    neighbours: Sequence[CaseRecord] = (),
 ) -> Verdict:
     """Apply rules 1-4 against the baseline (if any) and rule 5 against the session reference (if any).
 
@@ -408,6 +422,8 @@ def judge(
         findings += _counter_findings(current, baseline)
     if reference is not None and not current.is_reference and reference is not current:
         findings += _fidelity_findings(current, reference, policy)
+    for neighbour in neighbours:
+        findings += neighbour_findings(current, neighbour, policy)
 
     statuses = {f.status for f in findings}
     if REGRESSED in statuses:
@@ -433,5 +449,6 @@ __all__ = [
     "bootstrap_speedup",
     "fidelity_class",
     "judge",
+    "neighbour_findings",
     "quality_finding",
 ]

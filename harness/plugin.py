@@ -1,0 +1,297 @@
+"""The pytest glue: options, markers, variant parametrization, the `bench` fixture, save and summary.
+
+No pipeline or statistics logic lives here: it wires toggles -> models -> pipeline -> measure ->
+verdict -> baseline/report together.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness import toggles as toggle_registry
+from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline
+from harness.measure import MeasureSettings, measure
+from harness.models import LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
+from harness.records import CaseRecord, PipelineOutput
+from harness.report import terminal_table, write_report
+from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge
+
+_SESSION_KEY = pytest.StashKey["BenchSession"]()
+_WARM_UP_ITEMS = 2
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "LLM inference benchmarks: speed and quality together")
+    group.addoption("--benchmark", action="store_true", help="run the bench cases (and only them), gated against baselines")
+    group.addoption("--bench-model", default="embedded", help="'embedded' (default) or a local Hugging Face model directory")
+    group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"))
+    group.addoption("--bench-matrix", default="leave-one-out", choices=toggle_registry.MATRICES,
+                    help="variants per case: ablation (reference, each toggle alone, all on), "
+                         "leave-one-out (reference, all on, all on but one; default), full (cross product)")
+    group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per variant (default 3)")
+    group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
+    group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
+    group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
+    group.addoption("--bench-report", default=None, metavar="PATH", help="write a report: .md or .json")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bench(pipeline, toggles): a bench case, parametrized over toggle variants")
+    config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
+    if not config.getoption("--benchmark"):
+        return
+    if config.getoption("--bench-save-baseline") and not config.getoption("--bench-reason").strip():
+        raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
+    if config.getoption("--bench-rounds") < 1:
+        raise pytest.UsageError("--bench-rounds must be at least 1")
+    try:
+        device = resolve_device(config.getoption("--bench-device"))
+    except ModelLoadError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_SESSION_KEY] = BenchSession(config, device)
+
+
+def _session(config: pytest.Config) -> BenchSession | None:
+    return config.stash.get(_SESSION_KEY, None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--benchmark"):
+        skip = pytest.mark.skip(reason="bench case: runs with pytest --benchmark")
+        for item in items:
+            if item.get_closest_marker("bench"):
+                item.add_marker(skip)
+        return
+    kept = [item for item in items if item.get_closest_marker("bench")]
+    deselected = [item for item in items if not item.get_closest_marker("bench")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+    session = _session(config)
+    for item in kept:
+        if item.get_closest_marker("gpu") and session.device != "cuda":
+            item.add_marker(pytest.mark.skip(reason="GPU case: needs --bench-device cuda on a machine with CUDA"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("bench")
+    if marker is None or "variant" not in metafunc.fixturenames:
+        return
+    swept = {name: tuple(values) for name, values in marker.kwargs.get("toggles", {}).items()}
+    matrix = metafunc.config.getoption("--bench-matrix")
+    session = _session(metafunc.config)
+    device = session.device if session else "cpu"
+    chosen = toggle_registry.variants(swept, matrix)
+    reference = chosen[0]
+    params = []
+    for variant in chosen:
+        reason = toggle_registry.unavailable_reason(variant, device)
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(variant, id=toggle_registry.variant_label(variant, reference), marks=marks))
+    metafunc.parametrize("variant", params)
+
+
+@dataclass
+class BenchSession:
+    """State shared by every case of a run: models, records, verdicts, the baseline file."""
+
+    config: pytest.Config
+    device: str
+    models: ModelCache = field(default_factory=ModelCache)
+    records: dict[str, CaseRecord] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    _baseline: object = None
+    _baseline_error: BaselineError | None = None
+    _baseline_loaded: bool = False
+    saved_to: Path | None = None
+
+    @property
+    def model_source(self) -> str:
+        return self.config.getoption("--bench-model")
+
+    @property
+    def fingerprint(self) -> dict:
+        return fingerprint(self.device)
+
+    @property
+    def baseline_file(self) -> Path:
+        directory = Path(self.config.getoption("--bench-baseline-dir"))
+        if not directory.is_absolute():
+            directory = Path(self.config.rootpath) / directory
+        return baseline_path(directory, self.fingerprint["device_class"], model_id(self.model_source))
+
+    def baseline_record(self, case_id: str) -> CaseRecord | None:
+        if not self._baseline_loaded:
+            self._baseline_loaded = True
+            try:
+                self._baseline = load_baseline(self.baseline_file, self.fingerprint["device_class"], model_id(self.model_source))
+            except BaselineError as error:
+                self._baseline_error = error
+        if self._baseline_error is not None:
+            raise self._baseline_error
+        return record_of(self._baseline, case_id) if self._baseline is not None else None
+
+
+@dataclass
+class BenchCase:
+    """What a bench case's body sees: its variant, and `run` to measure a pipeline under it."""
+
+    session: BenchSession
+    request: pytest.FixtureRequest
+    variant: dict[str, str]
+    pipeline: str
+    swept: dict[str, tuple[str, ...]]
+
+    @property
+    def reference_variant(self) -> dict[str, str]:
+        return toggle_registry.reference_variant(self.swept)
+
+    def load_spec(self, variant: dict[str, str]) -> LoadSpec:
+        device = self.session.device
+        return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"))
+
+    def run(self, group: str, pipeline: Callable[[object, object, dict[str, str]], PipelineOutput],
+            warm_up: Callable[[object, object, dict[str, str]], object] | None = None) -> CaseRecord:
+        """Measure `pipeline(model, tokenizer, variant)` under this case's variant, judge it, record it."""
+        reference = self._reference_record(group, pipeline, warm_up)
+        record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
+        self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record))
+        self._judge(record, reference)
+        return record
+
+    def _case_id(self, group: str, variant: dict[str, str]) -> str:
+        return f"{self.pipeline}[{group}|{toggle_registry.variant_label(variant, self.reference_variant)}]"
+
+    def _reference_record(self, group, pipeline, warm_up) -> CaseRecord:
+        """The session's reference for this group, measured once; measured here if no case asked yet."""
+        case_id = self._case_id(group, self.reference_variant)
+        if case_id not in self.session.records:
+            self._measure(group, self.reference_variant, pipeline, warm_up, None)
+        return self.session.records[case_id]
+
+    def _measure(self, group, variant, pipeline, warm_up, reference: CaseRecord | None) -> CaseRecord:
+        loaded = self.session.models.get(self.load_spec(variant))
+        if "attention" in variant:
+            loaded.model.set_attn_implementation(variant["attention"])
+        settings = MeasureSettings(rounds=self.session.config.getoption("--bench-rounds"), device=self.session.device)
+        is_reference = reference is None
+        timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
+        output, speed = measure(
+            run=lambda: pipeline(loaded.model, loaded.tokenizer, variant),
+            warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, variant),
+            settings=settings,
+            **({"timer": timer} if timer else {}),
+        )
+        record = CaseRecord(
+            case_id=self._case_id(group, variant),
+            pipeline=self.pipeline,
+            group=group,
+            variant=dict(variant),
+            reference_variant=self.reference_variant,
+            fidelity=toggle_registry.fidelity_of(variant, self.reference_variant),
+            speed=speed,
+            output=output,
+            metadata={"dtype": loaded.spec.dtype, "device": self.session.device, "model": model_id(self.session.model_source)},
+        )
+        if not is_reference:
+            record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
+            same = sum(a == b for a, b in zip(output.item_outputs, reference.output.item_outputs))
+            record.agreement = same / len(output.item_outputs)
+        self.session.records[record.case_id] = record
+        return record
+
+    def _neighbours(self, record: CaseRecord) -> list[CaseRecord]:
+        """Measured variants of the same group that differ from this one in exactly one toggle."""
+        return [
+            other for other in self.session.records.values()
+            if other.group == record.group and other.pipeline == record.pipeline and other is not record
+            and not other.is_reference
+            and sum(other.variant.get(t) != record.variant.get(t) for t in record.variant) == 1
+        ]
+
+    def _judge(self, record: CaseRecord, reference: CaseRecord) -> None:
+        baseline = self.session.baseline_record(record.case_id)
+        verdict = judge(record, baseline, reference, GatePolicy(), neighbours=self._neighbours(record))
+        self.session.verdicts[record.case_id] = verdict
+        if verdict.status == REGRESSED and not self.session.config.getoption("--bench-save-baseline"):
+            pytest.fail(verdict.message, pytrace=False)
+
+
+def _no_warm_up(model, tokenizer, variant) -> None:
+    return None
+
+
+def _benchmark_timer(benchmark) -> Callable:
+    """Rounds through pytest-benchmark's pedantic mode, so its JSON and tables hold the same rounds."""
+
+    def timer(target, rounds: int) -> list[float]:
+        if getattr(benchmark, "disabled", False):
+            from harness.measure import perf_counter_timer
+
+            return perf_counter_timer(target, rounds)
+        benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+        return list(benchmark.stats.stats.data)
+
+    return timer
+
+
+def _extra_info(record: CaseRecord) -> dict:
+    info = {"case_id": record.case_id, **{f"quality.{k}": v for k, v in record.output.quality.items()}}
+    info.update({f"counter.{k}": v for k, v in record.output.counters.items()})
+    if record.speedup is not None:
+        info["speedup"] = record.speedup.ratio
+    return info
+
+
+@pytest.fixture
+def bench(request: pytest.FixtureRequest, variant: dict[str, str]) -> BenchCase:
+    """A bench case's handle: `bench.variant`, `bench.run(group, pipeline)`."""
+    session = _session(request.config)
+    if session is None:
+        pytest.skip("bench case: runs with pytest --benchmark")
+    marker = request.node.get_closest_marker("bench")
+    swept = {name: tuple(values) for name, values in marker.kwargs.get("toggles", {}).items()}
+    return BenchCase(session, request, variant, marker.kwargs["pipeline"], swept)
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    bench_session = _session(session.config)
+    if bench_session is None or not bench_session.records:
+        return
+    records = list(bench_session.records.values())
+    config = session.config
+    if config.getoption("--bench-report"):
+        write_report(Path(config.getoption("--bench-report")), records, bench_session.verdicts, bench_session.fingerprint)
+    if config.getoption("--bench-save-baseline"):
+        path = bench_session.baseline_file
+        save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
+                      bench_session.fingerprint, records, config.getoption("--bench-reason"), _git_commit(config.rootpath))
+        bench_session.saved_to = path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    bench_session = _session(config)
+    if bench_session is None or not bench_session.records:
+        return
+    records = list(bench_session.records.values())
+    terminalreporter.section("LLM inference benchmarks: speed and quality")
+    terminalreporter.write_line(f"model {model_id(bench_session.model_source)} on {bench_session.fingerprint['device_class']}, "
+                                f"matrix {config.getoption('--bench-matrix')}, {config.getoption('--bench-rounds')} rounds")
+    terminalreporter.write_line(terminal_table(records, bench_session.verdicts))
+    saved = bench_session.saved_to
+    if saved:
+        terminalreporter.write_line(f"baselines saved to {os.path.relpath(saved, config.rootpath)}")
