@@ -216,7 +216,10 @@ class BenchCase:
         ]
 
     def _judge(self, record: CaseRecord, reference: CaseRecord) -> None:
-        baseline = self.session.baseline_record(record.case_id)
+        try:
+            baseline = self.session.baseline_record(record.case_id)
+        except BaselineError as error:
+            pytest.fail(str(error), pytrace=False)
         verdict = judge(record, baseline, reference, GatePolicy(), neighbours=self._neighbours(record))
         self.session.verdicts[record.case_id] = verdict
         if verdict.status == REGRESSED and not self.session.config.getoption("--bench-save-baseline"):

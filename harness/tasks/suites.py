@@ -30,7 +30,7 @@ SUITES: dict[str, Suite] = {
     suite.name: suite
     for suite in (
         Suite("math", "number", 64, make_math, "MATH-style multi-step arithmetic, answer in \\boxed{N}"),
-        Suite("aime", "integer", 96, make_aime, "AIME-style three-to-five-step problems, integer answers 0..999"),
+        Suite("aime", "integer", 96, make_aime, "AIME-style three- or four-step problems answered modulo 1000 (integers 0..999)"),
         Suite("gpqa", "choice", 40, make_gpqa, "GPQA-style four-choice questions, seeded shuffled choices"),
         Suite("context_qa", "text", 16, make_context_qa, "RAG-style questions, half with contexts that conflict with memory"),
     )

@@ -1,0 +1,99 @@
+"""End-to-end runs of the plugin with pytester, on the embedded model and a few real items."""
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CASE = '''
+import pytest
+from harness.pipelines.eval import EvalSettings, run_eval
+from harness.tasks import generate_suite
+
+ITEMS = generate_suite("context_qa", n=12, seed=0)
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"], "early_stop": ["on"]})
+def test_qa(bench):
+    def pipeline(model, tokenizer, variant):
+        settings = EvalSettings.from_variant(variant, max_new_tokens=MAX_NEW_TOKENS_WITH_EARLY_STOP
+                                             if variant["early_stop"] == "on" else 16)
+        return run_eval(model, tokenizer, ITEMS, settings)
+
+    bench.run(group="context_qa", pipeline=pipeline)
+'''
+
+
+def _write_case(pytester: pytest.Pytester, max_new_tokens_with_early_stop: int = 16) -> None:
+    pytester.makepyfile(test_bench=CASE.replace("MAX_NEW_TOKENS_WITH_EARLY_STOP", str(max_new_tokens_with_early_stop)))
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", "--bench-rounds", "1", *args)
+
+
+def _baseline(pytester: pytest.Pytester) -> dict:
+    return json.loads((pytester.path / "baselines" / "cpu" / "embedded-reference.json").read_text())
+
+
+def test_plain_run_skips_bench_cases_with_reason(pytester):
+    _write_case(pytester)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["*runs with pytest --benchmark*"])
+
+
+def test_save_needs_a_reason(pytester):
+    _write_case(pytester)
+    result = _run(pytester, "--benchmark", "--bench-save-baseline")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--bench-save-baseline needs --bench-reason*"])
+
+
+def test_save_then_compare_passes_and_keeps_reason(pytester):
+    _write_case(pytester)
+    saved = _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first record")
+    saved.assert_outcomes(passed=3)
+    saved.stdout.fnmatch_lines(["*LLM inference benchmarks*", "*eval[[]context_qa|reference]*new*", "*baselines saved to*"])
+    data = _baseline(pytester)
+    assert data["schema_version"] == 1
+    assert set(data["cases"]) == {"eval[context_qa|reference]", "eval[context_qa|kv_cache=on,early_stop=on]",
+                                  "eval[context_qa|early_stop=on]"}
+    assert data["history"][-1]["reason"] == "first record"
+
+    report = pytester.path / "report.json"
+    compared = _run(pytester, "--benchmark", "--bench-report", str(report))
+    compared.assert_outcomes(passed=3)
+    statuses = {c["record"]["case_id"]: c["verdict"]["status"] for c in json.loads(report.read_text())["cases"]}
+    assert "new" not in statuses.values() and "regressed" not in statuses.values()
+
+
+def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):
+    _write_case(pytester, max_new_tokens_with_early_stop=1)  # the answer never fits
+    result = _run(pytester, "--benchmark")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*eval[[]context_qa|*early_stop=on]: accuracy * -> 0.000 (-*pts, paired test p=*budget*"])
+
+
+def test_corrupt_baseline_fails_cases_with_the_fix(pytester):
+    _write_case(pytester)
+    path = pytester.path / "baselines" / "cpu"
+    path.mkdir(parents=True)
+    (path / "embedded-reference.json").write_text("{not json")
+    result = _run(pytester, "--benchmark")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*embedded-reference.json*not valid JSON*"])
+    assert (path / "embedded-reference.json").read_text() == "{not json"  # nothing overwritten
+
+
+def test_unavailable_variant_is_skipped_with_what_to_change(pytester):
+    pytester.makepyfile(test_flash='''
+import pytest
+
+@pytest.mark.bench(pipeline="eval", toggles={"attention": ["flash_attention_2"]})
+def test_flash(bench):
+    pass
+''')
+    result = _run(pytester, "--benchmark", "--bench-device", "cpu", "-rs")
+    result.stdout.fnmatch_lines(["*flash_attention_2 needs a CUDA device*"])
