@@ -61,7 +61,8 @@ class Verdict:
     def message(self) -> str:
         """One line per regression (or improvement), each prefixed with the case id."""
         worst = [f for f in self.findings if f.status == self.status] or list(self.findings)
-        return "\n".join(f"{self.case_id}: {f.message}" for f in worst if f.status != PASSED) or f"{self.case_id}: {self.status}"
+        lines = [f"{self.case_id}: {f.message} [vs {f.against}]" for f in worst if f.status != PASSED]
+        return "\n".join(lines) or f"{self.case_id}: {self.status}"
 
 
 @dataclass(frozen=True)

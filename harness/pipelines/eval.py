@@ -50,7 +50,11 @@ def answer_complete(text: str, answer_type: str) -> bool:
 
 
 class RowTracker(StoppingCriteria):
-    """Records where each row met EOS or a complete answer; stops rows there only with early_stop."""
+    """Records where each row's answer ends: at EOS, or with early_stop also once the answer is complete.
+
+    Without early_stop nothing is stopped and the text is read up to the first EOS, so a stop rule
+    that cuts answers shows as a quality loss of the early_stop variant against the reference.
+    """
 
     def __init__(self, tokenizer, prompt_width: int, answer_types: list[str], stop: bool) -> None:
         self.tokenizer, self.prompt_width, self.answer_types, self.stop = tokenizer, prompt_width, answer_types, stop
@@ -63,7 +67,7 @@ class RowTracker(StoppingCriteria):
                 continue
             if new[row, -1].item() == self.tokenizer.eos_token_id:
                 self.ends[row] = new.shape[1]
-            elif answer_complete(self.tokenizer.decode(new[row], skip_special_tokens=True), self.answer_types[row]):
+            elif self.stop and answer_complete(self.tokenizer.decode(new[row], skip_special_tokens=True), self.answer_types[row]):
                 self.ends[row] = new.shape[1]
         finished = [end is not None for end in self.ends] if self.stop else [False] * len(self.ends)
         return torch.tensor(finished, dtype=torch.bool, device=input_ids.device)
