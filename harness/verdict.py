@@ -74,6 +74,7 @@ class GatePolicy:
     quality_budget: float = 0.01  # allowed drop of the quality metric, absolute (1 point of accuracy) ...
     relative_budget: float = 0.01  # ... or relative to the compared value (MLPerf's 99%), whichever is larger
     min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
+    min_rounds: int = 3  # fewer timed rounds on either side cannot show significance: speed is not judged
 
 
 # --- speed -------------------------------------------------------------------------------------
@@ -164,6 +165,10 @@ def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: G
 
 
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
+    rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
+    if rounds < policy.min_rounds:
+        return [Finding("speed", "baseline", PASSED,
+                        f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
     if current.speedup is not None and baseline.speedup is not None:
         return [_speedup_finding(current.speedup, baseline.speedup, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to

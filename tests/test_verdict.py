@@ -579,3 +579,12 @@ def test_a_a_false_alarm_rate_is_zero(n_rounds: int) -> None:
         false_alarms += alarms(ref_verdict) + alarms(var_verdict)
         assert ref_verdict.status == PASSED and var_verdict.status == PASSED, false_alarms
     assert false_alarms == []
+
+
+def test_one_round_is_never_judged_for_speed() -> None:
+    """A single round cannot show significance: even a 2x change must not fail a build."""
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.0], speedup=Speedup(4.0, 4.0, 4.0))
+    current = make_record({"kv_cache": "on"}, rounds=[2.0], speedup=Speedup(2.0, 2.0, 2.0))
+    verdict = judge(current, baseline, None)
+    assert verdict.status == PASSED
+    assert any("speed not judged" in f.message for f in verdict.findings)
