@@ -164,13 +164,31 @@ def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: G
     return Finding("median_seconds", "baseline", status, message)
 
 
+def _confirmed_by_own_rounds(
+    finding: Finding, current: Sequence[float], baseline: Sequence[float], policy: GatePolicy
+) -> Finding:
+    """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney).
+
+    Noise in the reference's rounds alone can move a ratio of medians; it must not fail a build.
+    """
+    if finding.status == PASSED:
+        return finding
+    alternative = "greater" if finding.status == REGRESSED else "less"
+    p = float(stats.mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+    if p <= policy.speed_alpha + _EPS:
+        return finding
+    return replace(finding, status=PASSED,
+                   message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
+
+
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
     rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
     if rounds < policy.min_rounds:
         return [Finding("speed", "baseline", PASSED,
                         f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
     if current.speedup is not None and baseline.speedup is not None:
-        return [_speedup_finding(current.speedup, baseline.speedup, policy)]
+        finding = _speedup_finding(current.speedup, baseline.speedup, policy)
+        return [_confirmed_by_own_rounds(finding, current.speed.round_seconds, baseline.speed.round_seconds, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
     # absolute times too (same case, same device class).
     cur, base = current.speed.round_seconds, baseline.speed.round_seconds

@@ -133,8 +133,8 @@ def test_bootstrap_speedup_is_deterministic_and_contains_the_ratio(
 
 
 def test_speedup_collapse_regresses_with_message() -> None:
-    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(5.1, 4.8, 5.4))
-    current = make_record({"kv_cache": "on"}, speedup=Speedup(2.3, 2.1, 2.5))
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(5.1, 4.8, 5.4))
+    current = make_record({"kv_cache": "on"}, rounds=[2.20, 2.22, 2.24], speedup=Speedup(2.3, 2.1, 2.5))
     verdict = judge(current, baseline, None)
     finding = only(verdict.findings, "speedup")
     assert finding.status == REGRESSED
@@ -156,8 +156,8 @@ def test_speedup_drop_with_overlapping_intervals_passes() -> None:
 
 
 def test_speedup_gain_improves() -> None:
-    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1))
-    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.8, 3.2))
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.50, 1.52, 1.54], speedup=Speedup(2.0, 1.9, 2.1))
+    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.0, 2.8, 3.2))
     verdict = judge(current, baseline, None)
     assert only(verdict.findings, "speedup").status == IMPROVED
     assert verdict.status == IMPROVED
@@ -530,8 +530,8 @@ def test_reference_with_a_different_item_set_is_not_comparable() -> None:
 
 
 def test_regression_outranks_improvement() -> None:
-    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1), scores=binary_scores(200, 142))
-    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.8, 3.2), scores=binary_scores(200, 104))
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.50, 1.52, 1.54], speedup=Speedup(2.0, 1.9, 2.1), scores=binary_scores(200, 142))
+    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.0, 2.8, 3.2), scores=binary_scores(200, 104))
     verdict = judge(current, baseline, None)
     assert only(verdict.findings, "speedup").status == IMPROVED
     assert verdict.status == REGRESSED
@@ -588,3 +588,13 @@ def test_one_round_is_never_judged_for_speed() -> None:
     verdict = judge(current, baseline, None)
     assert verdict.status == PASSED
     assert any("speed not judged" in f.message for f in verdict.findings)
+
+
+
+def test_speedup_drop_from_reference_noise_alone_is_not_confirmed() -> None:
+    """The ratio fell, but the variant's own rounds did not slow down: the reference was noisy."""
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.0, 1.01, 1.02], speedup=Speedup(5.1, 4.8, 5.4))
+    current = make_record({"kv_cache": "on"}, rounds=[1.0, 1.01, 1.02], speedup=Speedup(2.3, 2.1, 2.5))
+    finding = only(judge(current, baseline, None).findings, "speedup")
+    assert finding.status == PASSED
+    assert "not confirmed by the variant's own rounds" in finding.message
