@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from harness.answers import extract_answer, normalize_text
-from harness.tasks import SUITES, TaskItem, check, generate_suite
+from harness.pipelines.eval import EvalSettings, run_eval
+from harness.tasks import SUITES, TaskItem, generate_suite
 
 CARD_SEED = 0  # the held-out items the model card reports
 SELECTION_SEED = 1  # other held-out items, used to choose a training checkpoint
@@ -32,28 +33,6 @@ class SuiteScore:
     hallucinated: float | None = None
 
 
-@torch.no_grad()
-def greedy_responses(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions, batched with left padding, longest prompts first."""
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    responses: list[str] = [""] * len(prompts)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
-        output = model.generate(
-            **batch,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        texts = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        for index, text in zip(chunk, texts):
-            responses[index] = text
-    return responses
-
-
 def _conflict_breakdown(items: list[TaskItem], responses: list[str]) -> dict:
     conflicts = [(item, r) for item, r in zip(items, responses) if item.metadata.get("conflict")]
     if not conflicts:
@@ -65,11 +44,13 @@ def _conflict_breakdown(items: list[TaskItem], responses: list[str]) -> dict:
     return {"conflict_n": n, "faithful": faithful / n, "hallucinated": memory / n}
 
 
-def score_suite(model, tokenizer, suite: str, n: int, seed: int, batch_size: int = 64) -> SuiteScore:
+def score_suite(model, tokenizer, suite: str, n: int, seed: int, token_budget: int = 8192) -> SuiteScore:
+    """Greedy accuracy through the eval pipeline, with every optimization that keeps the answers."""
     items = generate_suite(suite, n, seed=seed, split="test")
-    responses = greedy_responses(model, tokenizer, [i.prompt for i in items], SUITES[suite].max_new_tokens, batch_size)
-    accuracy = sum(check(item, r) for item, r in zip(items, responses)) / n
-    return SuiteScore(suite, n, accuracy, **_conflict_breakdown(items, responses))
+    settings = EvalSettings(SUITES[suite].max_new_tokens, kv_cache=True, early_stop=True, batching="dynamic",
+                            token_budget=token_budget)
+    output = run_eval(model, tokenizer, items, settings)
+    return SuiteScore(suite, n, output.quality["accuracy"], **_conflict_breakdown(items, output.item_outputs))
 
 
 def evaluate(model, tokenizer, n: int, seed: int = CARD_SEED) -> list[SuiteScore]:
