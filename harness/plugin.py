@@ -10,15 +10,16 @@ import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pytest
 
 from harness import toggles as toggle_registry
 from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline
-from harness.measure import MeasureSettings, measure
+from harness.measure import MeasureSettings, measure, perf_counter_timer
 from harness.models import LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
-from harness.records import CaseRecord, PipelineOutput
+from harness.records import CaseRecord, PipelineOutput, differing_items
 from harness.report import terminal_table, write_report
 from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge
 
@@ -115,7 +116,7 @@ class BenchSession:
     def model_source(self) -> str:
         return self.config.getoption("--bench-model")
 
-    @property
+    @cached_property
     def fingerprint(self) -> dict:
         return fingerprint(self.device)
 
@@ -201,8 +202,8 @@ class BenchCase:
         )
         if not is_reference:
             record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
-            same = sum(a == b for a, b in zip(output.item_outputs, reference.output.item_outputs))
-            record.agreement = same / len(output.item_outputs)
+            shared, differing = differing_items(output, reference.output)
+            record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
         return record
 
@@ -235,8 +236,6 @@ def _benchmark_timer(benchmark) -> Callable:
 
     def timer(target, rounds: int) -> list[float]:
         if getattr(benchmark, "disabled", False):
-            from harness.measure import perf_counter_timer
-
             return perf_counter_timer(target, rounds)
         benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
         return list(benchmark.stats.stats.data)

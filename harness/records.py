@@ -90,3 +90,10 @@ class CaseRecord:
         if values.get("speedup") is not None:
             values["speedup"] = Speedup(**values["speedup"])
         return cls(**values)
+
+
+def differing_items(current: PipelineOutput, other: PipelineOutput) -> tuple[int, list[str]]:
+    """Items both outputs share (paired by id), and the ids whose outputs differ."""
+    others = dict(zip(other.item_ids, other.item_outputs))
+    shared = [(i, out) for i, out in zip(current.item_ids, current.item_outputs) if i in others]
+    return len(shared), [i for i, out in shared if out != others[i]]

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness.baseline import scrub_paths
+from harness.toggles import variant_label as toggle_variant_label
 from harness.records import CaseRecord
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, Verdict
 
@@ -56,11 +57,8 @@ _COUNTER_ABBREVIATIONS = {
 
 
 def variant_label(record: CaseRecord) -> str:
-    """The toggles that differ from the reference (`kv_cache=on, topk=50`), or `reference`."""
-    if record.is_reference:
-        return "reference"
-    changed = [f"{k}={v}" for k, v in record.variant.items() if record.reference_variant.get(k) != v]
-    return ", ".join(changed) or "reference"
+    """The toggles that differ from the reference (`kv_cache=on,topk=50`), or `reference`."""
+    return toggle_variant_label(record.variant, record.reference_variant)
 
 
 def _ratio(value: float, decimals: int) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
-from harness.records import CaseRecord, Speedup
+from harness.records import CaseRecord, Speedup, differing_items
 
 # Verdict statuses, worst first.
 REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
@@ -360,20 +360,17 @@ def _fidelity_findings(
 ) -> list[Finding]:
     cls = fidelity_class(current)
     toggles = ", ".join(_differing_toggles(current))
-    reference_outputs = dict(zip(reference.output.item_ids, reference.output.item_outputs))
-    paired = [(i, out) for i, out in zip(current.output.item_ids, current.output.item_outputs) if i in reference_outputs]
+    n, differing = differing_items(current.output, reference.output)
     total = len(current.output.item_ids)
-    if not paired or 2 * len(paired) < total:
+    if not n or 2 * n < total:
         return [
             Finding(
                 "fidelity",
                 against,
                 REGRESSED,
-                f"fidelity not comparable: only {len(paired)}/{total} items shared with the {against}",
+                f"fidelity not comparable: only {n}/{total} items shared with the {against}",
             )
         ]
-    differing = [i for i, out in paired if out != reference_outputs[i]]
-    n = len(paired)
     agreement = (n - len(differing)) / n
     first = f" (first: item {differing[0]})" if differing else ""
     summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the {against}"
