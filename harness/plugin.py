@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="variants per case: ablation (reference, each toggle alone, all on), "
                          "leave-one-out (reference, all on, all on but one; default), full (cross product)")
     group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per variant (default 3)")
+    group.addoption("--bench-speed-factor", type=float, default=2.0,
+                    help="a speed change must exceed this factor (and be significant) to count; default 2.0, "
+                         "the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
     group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
     group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
     group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
@@ -221,7 +224,9 @@ class BenchCase:
             baseline = self.session.baseline_record(record.case_id)
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
-        verdict = judge(record, baseline, reference, GatePolicy(), neighbours=self._neighbours(record))
+        factor = self.session.config.getoption("--bench-speed-factor")
+        policy = GatePolicy(speedup_factor=factor, time_factor=factor)
+        verdict = judge(record, baseline, reference, policy, neighbours=self._neighbours(record))
         self.session.verdicts[record.case_id] = verdict
         if verdict.status == REGRESSED and not self.session.config.getoption("--bench-save-baseline"):
             pytest.fail(verdict.message, pytrace=False)
