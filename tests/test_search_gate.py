@@ -1,0 +1,60 @@
+"""The gate catches the search's cache path silently falling back to recomputation.
+
+The public original of this search caught a shape error in its cache path and went on without a
+cache: same answers, several times slower, nothing reported. Here that fallback is injected with a
+conftest into a plugin run against a baseline recorded without it; the counters and the speedup
+must fail, naming what moved.
+"""
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CASE = '''
+import pytest
+from harness.pipelines.search import SearchSettings, run_search
+from harness.tasks import generate_suite
+
+ITEMS = generate_suite("math", n=1, seed=0)
+
+
+@pytest.mark.bench(pipeline="search", toggles={"kv_cache": ["on"], "batching": ["dynamic"]})
+def test_search(bench):
+    def pipeline(model, tokenizer, variant, rollouts=4):
+        return run_search(model, tokenizer, ITEMS, SearchSettings.from_variant(variant, 64, num_rollouts=rollouts))
+
+    bench.run(group="math", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, rollouts=2))
+'''
+
+SILENT_CACHE_FALLBACK = '''
+from dataclasses import replace
+
+from harness.pipelines import search
+
+_roll_out = search._roll_out
+
+
+def _roll_out_without_cache(model, tokenizer, parent, children, seeds, item, prompt_width, settings, counters):
+    # what the original did after its cache path raised: carry on with no cache, say nothing
+    return _roll_out(model, tokenizer, parent, children, seeds, item, prompt_width,
+                     replace(settings, kv_cache=False), counters)
+
+
+search._roll_out = _roll_out_without_cache
+'''
+
+
+def test_silent_fallback_to_no_cache_fails_on_counters_and_speedup(pytester):
+    pytester.makepyfile(test_bench=CASE)
+    saved = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-save-baseline",
+                                          "--bench-reason", "cache path working")
+    saved.assert_outcomes(passed=4)
+
+    pytester.makeconftest(SILENT_CACHE_FALLBACK)
+    injected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")
+    injected.assert_outcomes(passed=2, failed=2)  # the two variants with kv_cache=on
+    injected.stdout.fnmatch_lines([
+        "search[[]math|kv_cache=on,batching=dynamic]: speedup *x -> *x (CI*factor 2) [[]vs baseline]",
+        "search[[]math|kv_cache=on,batching=dynamic]: counter recomputed_tokens 0 -> * (from zero) [[]vs baseline]",
+        "search[[]math|kv_cache=on]: *",
+    ])
