@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 from harness import toggles as toggle_registry
 from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline
 from harness.measure import MeasureSettings, measure, perf_counter_timer
-from harness.models import LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
+from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
 from harness.records import CaseRecord, PipelineOutput, differing_items
 from harness.report import terminal_table, write_report
 from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge
@@ -159,6 +159,17 @@ class BenchCase:
     def load_spec(self, variant: dict[str, str]) -> LoadSpec:
         device = self.session.device
         return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"))
+
+    def load(self, source: str, quantization: str | None = None) -> LoadedModel:
+        """Another model for the case (a candidate, a sibling), on the session's device and dtype, with
+        this variant's attention; loaded once per session."""
+        spec = replace(self.load_spec(self.variant), source=source)
+        if quantization is not None:
+            spec = replace(spec, quantization=quantization)
+        loaded = self.session.models.get(spec)
+        if "attention" in self.variant:
+            loaded.model.set_attn_implementation(self.variant["attention"])
+        return loaded
 
     def run(self, group: str, pipeline: Callable[[object, object, dict[str, str]], PipelineOutput],
             warm_up: Callable[[object, object, dict[str, str]], object] | None = None) -> CaseRecord:

@@ -18,6 +18,9 @@ class PipelineOutput:
     item_ids: list[str]
     item_scores: list[float]  # per item, aligned with item_ids: 1.0/0.0 correctness for accuracy
     item_outputs: list[str]  # per item: what the model produced (for fidelity between variants)
+    # True when each item output is a decision (e.g. SAME / DIFFERENT): any change of one fails the
+    # gate whatever the toggle's class, since a handful of decisions is too few for a paired test.
+    decisions: bool = False
 
 
 @dataclass

@@ -325,6 +325,21 @@ def _counter_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding
     return findings
 
 
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def decision_findings(current: CaseRecord, compared: CaseRecord, against: str) -> list[Finding]:
+    """For pipelines whose outputs are decisions: every changed decision is a regression, named."""
+    if not current.output.decisions:
+        return []
+    before = dict(zip(compared.output.item_ids, compared.output.item_outputs))
+    changed = [f"{item} {before[item]} -> {after}" for item, after in zip(current.output.item_ids, current.output.item_outputs)
+               if item in before and before[item] != after]
+    if changed:
+        return [Finding("decisions", against, REGRESSED, f"decision changed vs the {against}: {'; '.join(changed)}")]
+    return [Finding("decisions", against, PASSED, f"decisions unchanged vs the {against}")]
+
+
 # --- fidelity ----------------------------------------------------------------------------------
 
 
@@ -441,8 +456,10 @@ def judge(
         findings += _speed_findings(current, baseline, policy)
         findings.append(_record_quality_finding(current, baseline, "baseline", policy))
         findings += _counter_findings(current, baseline)
+        findings += decision_findings(current, baseline, "baseline")
     if reference is not None and not current.is_reference and reference is not current:
         findings += _fidelity_findings(current, reference, policy)
+        findings += decision_findings(current, reference, "reference")
     for neighbour in neighbours:
         findings += neighbour_findings(current, neighbour, policy)
 
@@ -468,6 +485,7 @@ __all__ = [
     "GatePolicy",
     "Verdict",
     "bootstrap_speedup",
+    "decision_findings",
     "fidelity_class",
     "judge",
     "neighbour_findings",

@@ -1,0 +1,28 @@
+"""Bench cases of the scoring pipeline: is a candidate the same model as the reference? SAME / DIFFERENT per pair."""
+
+import pytest
+
+from harness.pipelines.scoring import DIFFERENT, SAME, Pair, ScoringSettings, run_scoring
+from harness.tasks import generate_suite
+
+TOGGLES = {
+    "topk": ["100", "50"],
+    "batching": ["dynamic"],  # prompts teacher-forced 32 at a time
+    "early_stop": ["on"],  # stop a pair at its first decision
+    "kv_cache": ["on"],  # the reference's continuations
+    "attention": ["sdpa"],
+}
+
+
+@pytest.mark.bench(pipeline="scoring", toggles=TOGGLES)
+def test_scoring(bench):
+    # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree
+    prompts = [item.prompt for item in generate_suite("gpqa", n=64, seed=0)]
+
+    def pipeline(model, tokenizer, variant):
+        # add your own pairs: Pair("mine", bench.load("path/to/model").model, DIFFERENT); the panel's
+        # quantized copy (bench.load("embedded", quantization="nf4")) is left out on CPU, where 4-bit is slow
+        panel = [Pair("self", model, SAME), Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT)]
+        return run_scoring(model, tokenizer, panel, prompts, ScoringSettings.from_variant(variant))
+
+    bench.run(group="gpqa", pipeline=pipeline)
