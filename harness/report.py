@@ -79,8 +79,13 @@ def quality_label(record: CaseRecord) -> str:
 
 
 def counters_label(record: CaseRecord) -> str:
-    """`gen=2048 fwd=2080 pad=0`: known counters abbreviated, others by their own name, in record order."""
-    return " ".join(f"{_COUNTER_ABBREVIATIONS.get(k, k)}={v}" for k, v in record.output.counters.items())
+    """`gen=2048 fwd=2080 pad=0`: known counters abbreviated, others by their own name, in record order.
+
+    Quality figures beyond the gated one (e.g. each pair's score in scoring) lead the line, so a
+    shift in them sits in plain view next to the work.
+    """
+    extra = [f"{k}={v:.4g}" for k, v in list(record.output.quality.items())[1:]]
+    return " ".join(extra + [f"{_COUNTER_ABBREVIATIONS.get(k, k)}={v}" for k, v in record.output.counters.items()])
 
 
 def _headline_finding(verdict: Verdict | None) -> str:
