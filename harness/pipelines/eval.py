@@ -90,24 +90,29 @@ def count_forward_passes(model: torch.nn.Module):
         handle.remove()
 
 
-def plan_batches(items: list[TaskItem], tokenizer, settings: EvalSettings) -> list[list[int]]:
-    """Item indices per generate call: one each, fixed groups of 8, or length-sorted token-budget buckets."""
-    if settings.batching == "1":
-        return [[i] for i in range(len(items))]
-    if settings.batching == "static8":
-        return [list(range(i, min(i + _STATIC_BATCH, len(items)))) for i in range(0, len(items), _STATIC_BATCH)]
-    if settings.batching != "dynamic":
-        raise ValueError(f"batching must be 1, static8 or dynamic, got {settings.batching!r}")
-    lengths = [len(tokenizer(item.prompt)["input_ids"]) for item in items]
-    order = sorted(range(len(items)), key=lambda i: -lengths[i])
+def plan_by_length(lengths: list[int], batching: str, token_budget: int) -> list[list[int]]:
+    """Indices per batch: one each, fixed groups of 8, or length-sorted buckets of rows x longest <= token_budget."""
+    if batching == "1":
+        return [[i] for i in range(len(lengths))]
+    if batching == "static8":
+        return [list(range(i, min(i + _STATIC_BATCH, len(lengths)))) for i in range(0, len(lengths), _STATIC_BATCH)]
+    if batching != "dynamic":
+        raise ValueError(f"batching must be 1, static8 or dynamic, got {batching!r}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     buckets: list[list[int]] = []
     for index in order:
         # Sorted longest first, so a bucket's first row fixes its width.
-        if buckets and (len(buckets[-1]) + 1) * (lengths[buckets[-1][0]] + settings.max_new_tokens) <= settings.token_budget:
+        if buckets and (len(buckets[-1]) + 1) * lengths[buckets[-1][0]] <= token_budget:
             buckets[-1].append(index)
         else:
             buckets.append([index])
     return buckets
+
+
+def plan_batches(items: list[TaskItem], tokenizer, settings: EvalSettings) -> list[list[int]]:
+    """Item indices per generate call; a row's length is its prompt plus max_new_tokens."""
+    lengths = [len(tokenizer(item.prompt)["input_ids"]) + settings.max_new_tokens for item in items]
+    return plan_by_length(lengths, settings.batching, settings.token_budget)
 
 
 def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSettings) -> tuple[list[str], dict[str, int]]:
