@@ -320,7 +320,8 @@ def _jsd_terms(model, topk: int | None) -> int:
 def _batch_features(model, batch: Sequence[Encoded], heads: Sequence[Head], layers: Sequence[int],
                     settings: DetectionSettings) -> tuple[list[SampleFeatures], Counter]:
     eager = model.config._attn_implementation == "eager"
-    head_layers = sorted({layer for layer, _ in heads})
+    by_layer = {layer: [h for l, h in heads if l == layer] for layer in sorted({layer for layer, _ in heads})}
+    head_layers = list(by_layer)
     ids, mask = _pad(batch, model.device)
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0),
               "use_cache": False, "logits_to_keep": 1}  # only the hooked states are read, never the logits
@@ -332,10 +333,10 @@ def _batch_features(model, batch: Sequence[Encoded], heads: Sequence[Head], laye
             modules = {layer: model.get_decoder().layers[layer].self_attn for layer in head_layers}
             qk = {layer: rotary_qk(capture, modules[layer], layer) for layer in head_layers}
 
-    def probabilities(row: int, rows: torch.Tensor, layer: int, in_layer: list[int]) -> torch.Tensor:
+    def probabilities(row: int, rows: torch.Tensor, layer: int) -> torch.Tensor:
         if eager:
-            return attentions[layer][row, in_layer][:, rows].float()
-        return recomputed_probabilities(*qk[layer], modules[layer], in_layer, row, rows, mask)
+            return attentions[layer][row, by_layer[layer]][:, rows].float()
+        return recomputed_probabilities(*qk[layer], modules[layer], by_layer[layer], row, rows, mask)
 
     offsets = [ids.shape[1] - e.length for e in batch]
     rows = [offset + torch.tensor(e.rows, device=ids.device) for offset, e in zip(offsets, batch)]
@@ -346,10 +347,7 @@ def _batch_features(model, batch: Sequence[Encoded], heads: Sequence[Head], laye
                       for layer in layers]) if layers else torch.empty(0, len(where))
     results = []
     for row, (sample, offset, sample_rows, sample_pk) in enumerate(zip(batch, offsets, rows, pk.split([len(r) for r in rows], dim=1))):
-        probs: dict[Head, torch.Tensor] = {}
-        for layer in head_layers:
-            in_layer = [h for l, h in heads if l == layer]
-            probs.update({(layer, h): p for h, p in zip(in_layer, probabilities(row, sample_rows, layer, in_layer))})
+        probs = {(layer, h): p for layer in head_layers for h, p in zip(by_layer[layer], probabilities(row, sample_rows, layer))}
         prompt = torch.arange(offset, offset + sample.prompt_length, device=ids.device)
         es = (external_scores(torch.stack([probs[h] for h in heads]), capture.final[row], prompt, sample_rows, settings.top_share)
               if heads else torch.empty(0, len(sample_rows)))
@@ -397,6 +395,10 @@ def _best(aucs: list[float], count: int) -> list[int]:
     return sorted(range(len(aucs)), key=lambda i: -aucs[i])[:count]
 
 
+def _combined(pk: np.ndarray, es: np.ndarray, settings: DetectionSettings) -> np.ndarray:
+    return settings.m * pk - settings.alpha * es
+
+
 def select(features: Sequence[SampleFeatures], labels: Sequence[bool], heads: Sequence[Head], layers: Sequence[int],
            settings: DetectionSettings) -> Detector:
     """Copy heads with the highest AUC of -ES, knowledge layers with the highest AUC of PK (per-response means),
@@ -410,10 +412,6 @@ def select(features: Sequence[SampleFeatures], labels: Sequence[bool], heads: Se
                         pk_range=_min_max([f.pk.sum(0) for f in chosen]), es_range=_min_max([f.es.sum(0) for f in chosen]))
     false_positive, true_positive, thresholds = roc_curve(labels, _combined(*detector.parts(chosen), settings))
     return replace(detector, threshold=float(thresholds[np.argmax(true_positive - false_positive)]))
-
-
-def _combined(pk: np.ndarray, es: np.ndarray, settings: DetectionSettings) -> np.ndarray:
-    return settings.m * pk - settings.alpha * es
 
 
 def placement_values(labels: Sequence[bool], scores: Sequence[float]) -> list[float]:
