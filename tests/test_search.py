@@ -63,7 +63,7 @@ def test_cached_batched_search_builds_the_naive_tree(loaded, item_seed, expansio
         assert fast_node.token_ids == slow_node.token_ids
         assert [c.token_ids[-1] for c in fast_node.children] == [c.token_ids[-1] for c in slow_node.children]
         assert fast_node.visits == slow_node.visits
-        assert fast_node.value == pytest.approx(slow_node.value, abs=1e-9)
+        assert fast_node.value == pytest.approx(slow_node.value, abs=1e-6)  # log-priors agree to ~1e-6
         if slow_node.logits is not None:
             torch.testing.assert_close(fast_node.logits, slow_node.logits, atol=1e-4, rtol=0)
     same_work = ("rollouts", "expansions", "nodes", "max_depth", "generated_tokens", "prompt_tokens")
