@@ -88,7 +88,7 @@ def _summed(results) -> dict[str, int]:
     totals: dict[str, int] = {}
     for result in results:
         for name, value in result.counters.items():
-            totals[name] = totals.get(name, 0) + value
+            totals[name] = max(totals.get(name, 0), value) if name == "max_depth" else totals.get(name, 0) + value
     return totals
 
 
