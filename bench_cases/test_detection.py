@@ -25,7 +25,7 @@ def labelled(model, tokenizer):
 
 @pytest.mark.bench(pipeline="detection", toggles=TOGGLES)
 def test_detection(bench):
-    reference = bench.load(bench.session.model_source, quantization="none")
+    reference = bench.load(quantization="none")  # the session's model, unquantized, labels every variant
     samples = labelled(reference.model, reference.tokenizer)
 
     def pipeline(model, tokenizer, variant, samples=samples):

@@ -160,10 +160,12 @@ class BenchCase:
         device = self.session.device
         return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"))
 
-    def load(self, source: str, quantization: str | None = None) -> LoadedModel:
-        """Another model for the case (a candidate, a sibling), on the session's device and dtype, with
-        this variant's attention; loaded once per session."""
-        spec = replace(self.load_spec(self.variant), source=source)
+    def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
+        """A model for the case (a candidate, a sibling; by default the session's own model), on the
+        session's device and dtype, with this variant's attention; loaded once per session."""
+        spec = self.load_spec(self.variant)
+        if source is not None:
+            spec = replace(spec, source=source)
         if quantization is not None:
             spec = replace(spec, quantization=quantization)
         loaded = self.session.models.get(spec)
