@@ -390,37 +390,21 @@ def _fidelity_findings(
     first = f" (first: item {differing[0]})" if differing else ""
     summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the {against}"
 
-    findings: list[Finding] = []
     if cls == "exact":
         if differing:
-            findings.append(
-                Finding(
-                    "fidelity",
-                    against,
-                    REGRESSED,
-                    f"fidelity: {toggles} is exact in fp32 but {len(differing)}/{n} outputs differ "
-                    f"from the {against}{first}",
-                )
-            )
-        else:
-            findings.append(Finding("fidelity", against, PASSED, f"fidelity (exact): {summary}"))
-        return findings
+            return [Finding("fidelity", against, REGRESSED, f"fidelity: {toggles} is exact in fp32 but "
+                            f"{len(differing)}/{n} outputs differ from the {against}{first}")]
+        return [Finding("fidelity", against, PASSED, f"fidelity (exact): {summary}")]
 
     degraded = ""
     if cls == "tolerance" and "exact" in {current.fidelity.get(t) for t in _differing_toggles(current)}:
         degraded = f" (exact only in fp32, dtype {current.metadata.get('dtype', 'unknown')})"
     if cls == "tolerance" and agreement < policy.min_agreement:
-        findings.append(
-            Finding(
-                "fidelity",
-                against,
-                REGRESSED,
-                f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, below "
-                f"{100 * policy.min_agreement:.0f}%{first}",
-            )
-        )
+        status, message = REGRESSED, (f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, "
+                                      f"below {100 * policy.min_agreement:.0f}%{first}")
     else:
-        findings.append(Finding("fidelity", against, PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"))
+        status, message = PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"
+    findings = [Finding("fidelity", against, status, message)]
     findings.append(_record_quality_finding(current, reference, against, policy))
     return findings
 

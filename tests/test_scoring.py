@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -179,4 +178,3 @@ def test_settings_read_the_variant():
     assert ScoringSettings.from_variant({"topk": "full"}).effective_method == "delta_target"
     with pytest.raises(ValueError, match="scoring method must be one of"):
         ScoringSettings(method="kl")
-    torch.manual_seed(0)

@@ -237,6 +237,10 @@ class PromptBank:
             self._done[index] = conts, teacher_force(self.model, self.tokenizer, prompts, conts)
         return (prompts, *self._done[index])
 
+    @property
+    def prompts_continued(self) -> int:
+        return sum(len(self.batches[i]) for i in self._done)
+
 
 @dataclass
 class PairResult:
@@ -286,7 +290,7 @@ def run_scoring(model, tokenizer, pairs: list[Pair], prompts: list[str], setting
             "queries": sum(r.queries for r in results),
             "queries_to_decision": sum(r.decided_at or r.queries for r in results),
             "skipped_positions": sum(r.skipped_positions for r in results),
-            "prompts_continued": sum(len(bank.batches[i]) for i in bank._done),
+            "prompts_continued": bank.prompts_continued,
             # the reference model's passes: continuations (where kv_cache acts) and teacher forcing
             "reference_forward_passes": passes["forward_passes"],
             "reference_processed_tokens": passes["processed_tokens"],

@@ -253,16 +253,16 @@ def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[
     counters["fed_tokens"] += len(children) * ran
     counters["padded_steps"] += len(children) * ran - sum(r.generated_tokens for r in rollouts)
     if settings.kv_cache:
-        _keep_child_caches(parent, children, output.past_key_values, width, len(children) == 1)
+        _keep_child_caches(parent, children, output.past_key_values, width)
     return rollouts
 
 
-def _keep_child_caches(parent: Node, children: list[Node], cache: Cache, width: int, resumed_in_place: bool) -> None:
+def _keep_child_caches(parent: Node, children: list[Node], cache: Cache, width: int) -> None:
     """Crop the rollout's cache back to the children's paths; a parent's cache used in place is rolled back too."""
     extra = cache.get_seq_length() - width
     if extra > 0:
         cache.crop(-extra)
-    if resumed_in_place and cache is parent.cache:
+    if cache is parent.cache:  # one rollout resumed the parent's own cache in place
         children[0].cache = copy.deepcopy(cache)
         parent.cache.crop(-1)  # back to the parent's own path
         return
@@ -351,14 +351,19 @@ def tree_counters(root: Node) -> dict[str, int]:
     return {"nodes": nodes, "max_depth": max_depth}
 
 
-def run_search(model, tokenizer, items: list[TaskItem], settings: SearchSettings, reward: Reward = answer_reward) -> PipelineOutput:
-    """Search every item; quality is the accuracy of the best observed answers, counters are summed
-    (max_depth is the deepest node of any tree)."""
-    results = [search_item(model, tokenizer, item, settings, reward) for item in items]
-    counters: dict[str, int] = {}
+def total_counters(results: list[SearchResult]) -> dict[str, int]:
+    """Counters of several searches: summed, except max_depth, the deepest node of any tree."""
+    totals: dict[str, int] = {}
     for result in results:
         for name, value in result.counters.items():
-            counters[name] = max(counters.get(name, 0), value) if name == "max_depth" else counters.get(name, 0) + value
+            totals[name] = max(totals.get(name, 0), value) if name == "max_depth" else totals.get(name, 0) + value
+    return totals
+
+
+def run_search(model, tokenizer, items: list[TaskItem], settings: SearchSettings, reward: Reward = answer_reward) -> PipelineOutput:
+    """Search every item; quality is the accuracy of the best observed answers."""
+    results = [search_item(model, tokenizer, item, settings, reward) for item in items]
+    counters = total_counters(results)
     scores = [1.0 if check(item, result.text) else 0.0 for item, result in zip(items, results)]
     return PipelineOutput(
         quality={"accuracy": sum(scores) / len(items), "mean_best_reward": sum(r.reward for r in results) / len(items)},

@@ -20,7 +20,7 @@ from scipy import stats
 
 from harness.models import LoadSpec, load_model
 from harness.pipelines.eval import EvalSettings, answer_complete, run_eval
-from harness.pipelines.search import FORMAT_BONUS, SearchSettings, answer_reward, search_item
+from harness.pipelines.search import FORMAT_BONUS, SearchSettings, answer_reward, search_item, total_counters
 from harness.tasks import SUITES, TaskItem, check, generate_suite
 
 _SAME_WORK = ("rollouts", "expansions", "nodes", "max_depth", "prompt_tokens", "generated_tokens", "padded_steps")
@@ -80,16 +80,8 @@ def speedup(model, tokenizer, suite: str, n: int, rollouts: int, rounds: int) ->
     return SpeedupFigures(
         suite, n, rollouts, seconds["naive"], seconds["fast"],
         statistics.median(seconds["naive"]) / statistics.median(seconds["fast"]), same,
-        _summed(naive_results), _summed(fast_results),
+        total_counters(naive_results), total_counters(fast_results),
     )
-
-
-def _summed(results) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for result in results:
-        for name, value in result.counters.items():
-            totals[name] = max(totals.get(name, 0), value) if name == "max_depth" else totals.get(name, 0) + value
-    return totals
 
 
 def speedup_table(figures: SpeedupFigures) -> str:
@@ -97,7 +89,7 @@ def speedup_table(figures: SpeedupFigures) -> str:
         f"search on {figures.items} {figures.suite} items, {figures.rollouts} rollouts each; "
         f"naive = no cache, one rollout per call; fast = kv_cache + batched rollouts",
         "",
-        f"| | naive | fast |",
+        "| | naive | fast |",
         "| --- | ---: | ---: |",
         f"| median seconds ({len(figures.naive_seconds)} rounds) | {statistics.median(figures.naive_seconds):.2f} | "
         f"{statistics.median(figures.fast_seconds):.2f} |",
