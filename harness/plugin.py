@@ -21,7 +21,7 @@ from harness.measure import MeasureSettings, measure, perf_counter_timer
 from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
 from harness.records import CaseRecord, PipelineOutput, differing_items
 from harness.report import terminal_table, write_report
-from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge
+from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _WARM_UP_ITEMS = 2
@@ -223,15 +223,6 @@ class BenchCase:
         self.session.records[record.case_id] = record
         return record
 
-    def _neighbours(self, record: CaseRecord) -> list[CaseRecord]:
-        """Measured variants of the same group that differ from this one in exactly one toggle."""
-        return [
-            other for other in self.session.records.values()
-            if other.group == record.group and other.pipeline == record.pipeline and other is not record
-            and not other.is_reference
-            and sum(other.variant.get(t) != record.variant.get(t) for t in record.variant) == 1
-        ]
-
     def _judge(self, record: CaseRecord, reference: CaseRecord) -> None:
         try:
             baseline = self.session.baseline_record(record.case_id)
@@ -239,7 +230,7 @@ class BenchCase:
             pytest.fail(str(error), pytrace=False)
         factor = self.session.config.getoption("--bench-speed-factor")
         policy = GatePolicy(speedup_factor=factor, time_factor=factor)
-        verdict = judge(record, baseline, reference, policy, neighbours=self._neighbours(record))
+        verdict = judge(record, baseline, reference, policy, neighbours=one_toggle_neighbours(record, self.session.records.values()))
         self.session.verdicts[record.case_id] = verdict
         if verdict.status == REGRESSED and not self.session.config.getoption("--bench-save-baseline"):
             pytest.fail(verdict.message, pytrace=False)

@@ -22,7 +22,7 @@ Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -75,6 +75,7 @@ class GatePolicy:
     relative_budget: float = 0.01  # ... or relative to the compared value (MLPerf's 99%), whichever is larger
     min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
     min_rounds: int = 3  # fewer timed rounds on either side cannot show significance: speed is not judged
+    judge_speed: bool = True  # False across device classes: only quality, counters and fidelity are judged
 
 
 # --- speed -------------------------------------------------------------------------------------
@@ -182,6 +183,8 @@ def _confirmed_by_own_rounds(
 
 
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
+    if not policy.judge_speed:
+        return [Finding("speed", "baseline", PASSED, "speed not judged: the baseline is from another device class")]
     rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
     if rounds < policy.min_rounds:
         return [Finding("speed", "baseline", PASSED,
@@ -420,6 +423,16 @@ def neighbour_findings(current: CaseRecord, neighbour: CaseRecord, policy: GateP
     return _fidelity_findings(view, neighbour, policy, against=neighbour.case_id)
 
 
+def one_toggle_neighbours(record: CaseRecord, records: Iterable[CaseRecord]) -> list[CaseRecord]:
+    """The non-reference variants of the same pipeline and group that differ from `record` in exactly one toggle."""
+    return [
+        other for other in records
+        if other.group == record.group and other.pipeline == record.pipeline and other is not record
+        and not other.is_reference
+        and sum(other.variant.get(t) != record.variant.get(t) for t in record.variant) == 1
+    ]
+
+
 # --- the verdict -------------------------------------------------------------------------------
 
 
@@ -473,5 +486,6 @@ __all__ = [
     "fidelity_class",
     "judge",
     "neighbour_findings",
+    "one_toggle_neighbours",
     "quality_finding",
 ]

@@ -1,0 +1,53 @@
+"""Reports of a `Diff`: the terminal table, Markdown, a self-contained HTML page with plots, and JSON.
+
+Nothing here computes verdicts; `write_report` picks the format from the file's suffix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.diff import Diff
+from harness.report.tables import headline, json_report, markdown_report, summary_frame, terminal_table
+
+SUPPORTED_SUFFIXES = (".md", ".html", ".json")
+
+
+def render(diff: Diff, suffix: str) -> str:
+    """The report's text for a file suffix: `.md`, `.html` or `.json`."""
+    suffix = suffix.lower()
+    if suffix == ".md":
+        return markdown_report(diff)
+    if suffix == ".html":
+        from harness.report.html import html_report  # matplotlib is only needed here
+
+        return html_report(diff)
+    if suffix == ".json":
+        return json.dumps(json_report(diff), indent=1, ensure_ascii=False) + "\n"
+    raise ValueError(f"unsupported report suffix {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def write_report(path: Path | str, diff: Diff) -> None:
+    """Write the report the suffix asks for; the text is rendered before the file is opened, so a failure
+    leaves no half-written report."""
+    path = Path(path)
+    try:
+        text = render(diff, path.suffix)
+    except ValueError as error:
+        raise ValueError(f"cannot write report {path}: {error}") from None
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "headline",
+    "json_report",
+    "markdown_report",
+    "render",
+    "summary_frame",
+    "terminal_table",
+    "write_report",
+]

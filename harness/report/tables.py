@@ -1,0 +1,436 @@
+"""Text reports of a `Diff`: the summary frame, the terminal table, Markdown (PR comment / CI step summary), JSON.
+
+Nothing here judges: statuses and messages come from `verdict` through the diff; numbers come from the
+records as measured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from harness.baseline import scrub_paths
+from harness.diff import MISSING, STATUSES, CaseDiff, Diff
+from harness.records import CaseRecord
+from harness.results import REPORT_SCHEMA_VERSION, Acceptance, verdict_to_dict
+from harness.toggles import variant_label as toggle_variant_label
+from harness.verdict import IMPROVED, PASSED, REGRESSED
+
+NO_VALUE = "—"
+TERMINAL_WIDTH = 120
+CASE_COLUMN_MAX = 40
+ACCEPT_HINT = 'harness accept RESULTS.json --reason "why"'
+
+COLUMNS = (
+    "case",
+    "pipeline",
+    "group",
+    "variant",
+    "speedup",
+    "baseline speedup",
+    "items/min",
+    "tokens/s",
+    "peak memory (MiB)",
+    "quality",
+    "quality delta",
+    "agreement",
+    "counters",
+    "dominated by",
+    "verdict",
+    "reason",
+)
+
+_COUNTER_ABBREVIATIONS = {
+    "generated_tokens": "gen",
+    "forward_passes": "fwd",
+    "padding_tokens": "pad",
+    "padded_tokens": "pad",
+    "pad_tokens": "pad",
+    "prefill_tokens": "prefill",
+    "decode_tokens": "decode",
+    "tree_nodes": "nodes",
+    "queries_used": "queries",
+}
+
+
+# --- cell formatting ----------------------------------------------------------------------------------------
+
+
+def variant_label(record: CaseRecord) -> str:
+    """The toggles that differ from the reference (`kv_cache=on,topk=50`), or `reference`, as the case id
+    names them (a stored record's variant may come back with its keys sorted)."""
+    inside = record.case_id.partition("[")[2]
+    if "|" in inside and inside.endswith("]"):
+        return inside.partition("|")[2][:-1]
+    return toggle_variant_label(record.variant, record.reference_variant)
+
+
+def speedup_label(record: CaseRecord | None) -> str:
+    """`5.1x [4.8-5.4]`; two decimals below 2x so that 1.03x is not shown as 1.0x; `—` without a speedup."""
+    if record is None or record.speedup is None:
+        return NO_VALUE
+    s = record.speedup
+    decimals = 2 if s.ratio < 2 else 1
+    return f"{s.ratio:.{decimals}f}x [{s.low:.{decimals}f}-{s.high:.{decimals}f}]"
+
+
+def quality_label(record: CaseRecord) -> str:
+    return f"{record.quality_metric} {record.quality:.3f}"
+
+
+def quality_delta_label(case: CaseDiff) -> str:
+    """`+1.6 pts` (metrics in [0, 1]) or `+0.021`; `—` without both sides."""
+    if case.current is None or case.baseline is None or case.baseline.quality_metric != case.current.quality_metric:
+        return NO_VALUE
+    before, after = case.baseline.quality, case.current.quality
+    if 0.0 <= before <= 1.0 and 0.0 <= after <= 1.0:
+        return f"{100 * (after - before):+.1f} pts"
+    return f"{after - before:+.4g}"
+
+
+def _counter_name(name: str) -> str:
+    return _COUNTER_ABBREVIATIONS.get(name, name)
+
+
+def counters_label(record: CaseRecord) -> str:
+    """`gen=2048 fwd=2080 pad=0`: known counters abbreviated, others by their own name, in record order.
+
+    Quality figures beyond the gated one (e.g. each pair's score in scoring) lead the line, so a
+    shift in them sits in plain view next to the work.
+    """
+    extra = [f"{k}={v:.4g}" for k, v in list(record.output.quality.items())[1:]]
+    return " ".join(extra + [f"{_counter_name(k)}={v}" for k, v in record.output.counters.items()])
+
+
+def counter_changes_label(case: CaseDiff) -> str:
+    """Against a baseline, only what moved (`fwd 1500->3376`), or `unchanged`; without one, every counter."""
+    if case.current is None:
+        return ""
+    if case.baseline is None:
+        return counters_label(case.current)
+    before, after = case.baseline.output.counters, case.current.output.counters
+    moved = [f"{_counter_name(k)} {before[k]}->{v}" for k, v in after.items() if k in before and before[k] != v]
+    return " ".join(moved) or "unchanged"
+
+
+def headline_finding(case: CaseDiff) -> str:
+    """The message of the first finding that carries the verdict's status (else the first non-passed one)."""
+    if case.status == MISSING:
+        return "in the baseline, not in this run"
+    if case.verdict is None:
+        return ""
+    findings = list(case.verdict.findings)
+    for finding in findings:
+        if finding.status == case.status and finding.status != PASSED:
+            return finding.message
+    return next((f.message for f in findings if f.status != PASSED), "")
+
+
+def _number(value: float | None, decimals: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_VALUE
+    return f"{value:,.{decimals}f}"
+
+
+def _agreement(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_VALUE
+    return f"{100 * value:.1f}%"
+
+
+def acceptance_label(acceptance: Acceptance) -> str:
+    commit = f", {acceptance.commit}" if acceptance.commit else ""
+    return f"\"{acceptance.reason}\" ({acceptance.saved_at[:10]}{commit})"
+
+
+# --- Pareto front -------------------------------------------------------------------------------------------
+
+
+def speed_quality_point(record: CaseRecord) -> tuple[float, float]:
+    """(speedup vs the session reference, quality): the reference sits at speedup 1."""
+    return (1.0 if record.speedup is None else record.speedup.ratio, record.quality)
+
+
+def dominated_by(records: list[CaseRecord]) -> dict[str, str]:
+    """case id -> a variant of the same pipeline and group that is at least as fast and as good, and better in
+    one (point estimates). Variants absent from the result are on the Pareto front."""
+    found: dict[str, str] = {}
+    for record in records:
+        if record.is_reference:  # the point every speedup is measured from; flagging it says nothing
+            continue
+        speed, quality = speed_quality_point(record)
+        for other in records:
+            if other is record or (other.pipeline, other.group) != (record.pipeline, record.group):
+                continue
+            other_speed, other_quality = speed_quality_point(other)
+            if other_speed >= speed and other_quality >= quality and (other_speed > speed or other_quality > quality):
+                found[record.case_id] = other.case_id
+                break
+    return found
+
+
+# --- the frame ----------------------------------------------------------------------------------------------
+
+
+def summary_frame(diff: Diff) -> pd.DataFrame:
+    """One row per case, in the diff's order (missing cases last, shown from their baseline record). Speed and
+    memory columns are numbers; agreement is a share (NaN for the reference); the rest display text."""
+    dominated = dominated_by([c.current for c in diff.cases if c.current is not None])
+    rows = []
+    for case in diff.cases:
+        record = case.current or case.baseline
+        rows.append({
+            "case": case.case_id,
+            "pipeline": record.pipeline,
+            "group": record.group,
+            "variant": variant_label(record),
+            "speedup": speedup_label(case.current),
+            "baseline speedup": speedup_label(case.baseline),
+            "items/min": record.speed.items_per_minute if case.current else float("nan"),
+            "tokens/s": record.speed.tokens_per_second if case.current and record.speed.tokens_per_round
+            else float("nan"),
+            "peak memory (MiB)": record.speed.peak_memory_bytes / 2**20 if case.current else float("nan"),
+            "quality": quality_label(record),
+            "quality delta": quality_delta_label(case),
+            "agreement": float("nan") if case.current is None or case.current.agreement is None
+            else float(case.current.agreement),
+            "counters": counter_changes_label(case),
+            "dominated by": dominated.get(case.case_id, ""),
+            "verdict": case.status,
+            "reason": headline_finding(case),
+        })
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def headline(diff: Diff) -> str:
+    """`1 regressed, 2 improved, 5 passed, 1 new` (plus `, N missing` when the baseline has cases the run lacks)."""
+    counts = diff.counts()
+    shown = [s for s in STATUSES if s != MISSING or counts[MISSING]]
+    return ", ".join(f"{counts[status]} {status}" for status in shown)
+
+
+def _by_pipeline(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {name: rows for name, rows in frame.groupby("pipeline", sort=False)}
+
+
+def _source_line(diff: Diff) -> str:
+    new = diff.new
+    facts = ", ".join(str(v) for v in (new.fingerprint.get("torch") and f"torch {new.fingerprint['torch']}",
+                                       new.fingerprint.get("transformers") and
+                                       f"transformers {new.fingerprint['transformers']}") if v)
+    line = f"{new.kind} `{new.source}` ({new.device_class}, {new.model_id}{', ' + facts if facts else ''})"
+    if diff.old is None:
+        return line + " with no baseline"
+    line += f" against {diff.old.kind} `{diff.old.source}`"
+    if diff.old.history:
+        last = diff.old.history[-1]
+        line += f", last accepted {acceptance_label(Acceptance(str(last.get('reason', '')), str(last.get('saved_at', '')), last.get('commit')))}"
+    return line
+
+
+# --- terminal -----------------------------------------------------------------------------------------------
+
+_TERMINAL_COLUMNS = (  # (header, frame column, right-aligned)
+    ("case", "case", False),
+    ("speedup", "speedup", False),
+    ("items/min", "items/min", True),
+    ("tok/s", "tokens/s", True),
+    ("peak MiB", "peak memory (MiB)", True),
+    ("quality", "quality", False),
+    ("agree", "agreement", True),
+    ("verdict", "verdict", False),
+)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _terminal_cell(case: CaseDiff, row: pd.Series, column: str, shared_metric: str | None) -> str:
+    record = case.current or case.baseline
+    if column == "quality" and shared_metric is not None:
+        return f"{record.quality:.3f}"
+    if column == "agreement":
+        return _agreement(row[column])
+    if column in ("items/min", "tokens/s", "peak memory (MiB)"):
+        return _number(row[column])
+    return str(row[column])
+
+
+def terminal_table(diff: Diff) -> str:
+    """Fixed-width text for the pytest terminal summary, readable at 120 columns.
+
+    One line per case (the case id names the variant); when all cases share a quality metric the header
+    names it and the cells hold its values; a case id longer than 40 characters gets a line of
+    its own above its numbers. Counters form the last column when every row's fit in 120 columns, else each
+    case gets an indented `counters:` line. The reason of any non-passed case follows on an indented `->`
+    line, in full, and the headline counts close the table."""
+    frame = summary_frame(diff)
+    metrics = {(c.current or c.baseline).quality_metric for c in diff.cases}
+    shared_metric = metrics.pop() if len(metrics) == 1 else None  # then the header names it, cells hold values
+    cells = [[_terminal_cell(case, row, column, shared_metric) for _, column, _ in _TERMINAL_COLUMNS]
+             for case, (_, row) in zip(diff.cases, frame.iterrows())]
+    headers = [shared_metric if column == "quality" and shared_metric else h for h, column, _ in _TERMINAL_COLUMNS]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    widths[0] = min(widths[0], CASE_COLUMN_MAX)
+    used = sum(widths) + 2 * len(widths)
+    counters_inline = all(used + len(c) <= TERMINAL_WIDTH for c in frame["counters"])
+
+    def render(values: list[str], counters: str | None) -> str:
+        parts = [
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, (_, _, right) in zip(values, widths, _TERMINAL_COLUMNS)
+        ]
+        return ("  ".join(parts) + ("  " + counters if counters is not None else "")).rstrip()
+
+    lines = [render(headers, "counters" if counters_inline else None)]
+    lines.append("-" * min(len(lines[0]), TERMINAL_WIDTH))
+    for (_, row), values in zip(frame.iterrows(), cells):
+        if len(values[0]) > widths[0]:
+            lines.append(values[0])
+            values = ["", *values[1:]]
+        lines.append(render(values, row["counters"] if counters_inline else None))
+        if not counters_inline and row["counters"]:
+            lines.append(_clip(f"    counters: {row['counters']}", TERMINAL_WIDTH))
+        if row["reason"] and row["verdict"] != PASSED:
+            lines.append(f"    -> {row['reason']}")
+    lines += [f"note: {note}" for note in diff.notes]
+    lines.append(headline(diff))
+    return "\n".join(lines)
+
+
+# --- Markdown -----------------------------------------------------------------------------------------------
+
+
+def _md_cell(text: Any) -> str:
+    """A table cell: pipes escaped (case ids contain them), newlines as <br>."""
+    return str(text).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+
+_MD_HEADERS = ("group", "variant", "speedup (baseline)", "items/min", "tok/s", "peak MiB", "quality (vs baseline)",
+               "agreement", "counters vs baseline", "verdict", "reason")
+_MD_NUMERIC = {"items/min", "tok/s", "peak MiB", "agreement"}
+_MD_REASON_MAX = 160
+
+
+def _md_row(row: pd.Series) -> list[str]:
+    status = row["verdict"]
+    was = row["baseline speedup"].partition(" ")[0]
+    speedup = row["speedup"] if was == NO_VALUE else f"{row['speedup']} (was {was})"
+    quality = row["quality"] if row["quality delta"] == NO_VALUE else f"{row['quality']} ({row['quality delta']})"
+    variant = row["variant"] + (" *(dominated)*" if row["dominated by"] else "")
+    reason = "" if status == PASSED else _clip(row["reason"], _MD_REASON_MAX)
+    return [
+        row["group"],
+        variant,
+        speedup,
+        _number(row["items/min"]),
+        _number(row["tokens/s"]),
+        _number(row["peak memory (MiB)"]),
+        quality,
+        _agreement(row["agreement"]),
+        f"`{row['counters']}`" if row["counters"] else "",
+        f"**{status}**" if status in (REGRESSED, MISSING) else status,
+        reason,
+    ]
+
+
+def _md_table(frame: pd.DataFrame) -> list[str]:
+    lines = [
+        "| " + " | ".join(_MD_HEADERS) + " |",
+        "| " + " | ".join("---:" if h in _MD_NUMERIC else "---" for h in _MD_HEADERS) + " |",
+    ]
+    lines += ["| " + " | ".join(_md_cell(v) for v in _md_row(row)) + " |" for _, row in frame.iterrows()]
+    return lines
+
+
+def _md_case_list(title: str, cases: list[CaseDiff], describe, after: str = "") -> list[str]:
+    if not cases:
+        return []
+    lines = [f"### {title}", ""]
+    for case in cases:
+        lines += [f"- `{case.case_id}`: {message}" for message in describe(case)]
+    return lines + ([after] if after else []) + [""]
+
+
+def _findings_of(status: str):
+    """One line per distinct message, naming everything it was found against."""
+    def describe(case: CaseDiff) -> list[str]:
+        against: dict[str, list[str]] = {}
+        for finding in case.verdict.findings:
+            if finding.status == status:
+                against.setdefault(finding.message, []).append(finding.against)
+        return [f"{message} [vs {', '.join(sides)}]" for message, sides in against.items()]
+    return describe
+
+
+def markdown_report(diff: Diff) -> str:
+    """Headline counts and what was compared; regressions, improvements (the ratchet), missing cases and
+    re-accepted baselines with their reasons; one table per pipeline; every finding folded per case."""
+    lines = [f"## Benchmark: {headline(diff)}", "", _source_line(diff), ""]
+    lines += [f"> {note}" for note in diff.notes] + ([""] if diff.notes else [])
+    lines += _md_case_list("Regressions", diff.of(REGRESSED), _findings_of(REGRESSED))
+    lines += _md_case_list("Improved beyond the baseline", diff.of(IMPROVED), _findings_of(IMPROVED),
+                           f"These baselines are stale: accept the new figures with `{ACCEPT_HINT}`.")
+    lines += _md_case_list("Missing from this run", diff.of(MISSING), lambda c: [headline_finding(c)])
+    reaccepted = [case for case in diff.cases if case.reaccepted is not None]
+    lines += _md_case_list("Baseline changes accepted", reaccepted, lambda c: [acceptance_label(c.reaccepted)])
+    for pipeline, rows in _by_pipeline(summary_frame(diff)).items():
+        lines += [f"### {pipeline}", ""] + _md_table(rows) + [""]
+    if diff.cases:
+        lines += ["<details><summary>Details per case</summary>", ""]
+        for case in diff.cases:
+            lines += _md_details(case)
+        lines += ["</details>", ""]
+    return "\n".join(lines)
+
+
+def _md_details(case: CaseDiff) -> list[str]:
+    record = case.current or case.baseline
+    speed = record.speed
+    rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
+    side = "" if case.current else " (baseline)"
+    lines = [
+        f"#### `{case.case_id}` — {case.status}",
+        "",
+        f"- variant: {', '.join(f'{k}={v}' for k, v in record.variant.items()) or '(none)'}",
+        f"- timing{side}: median {speed.median_seconds:.4g} s over {len(speed.round_seconds)} rounds ({rounds}); "
+        f"{speed.items_per_round} items and {speed.tokens_per_round} generated tokens per round",
+        f"- peak memory{side}: {speed.peak_memory_bytes / 2**20:,.1f} MiB ({speed.memory_kind})",
+        f"- quality{side}: {', '.join(f'{k} {v:.4g}' for k, v in record.output.quality.items())} "
+        f"over {len(record.output.item_ids)} items",
+        f"- counters{side}: {counters_label(record)}",
+    ]
+    if record.fidelity:
+        lines.append(f"- fidelity classes: {', '.join(f'{k}: {v}' for k, v in record.fidelity.items())}")
+    if case.accepted is not None:
+        lines.append(f"- baseline accepted: {acceptance_label(case.accepted)}")
+    if case.verdict is not None and case.verdict.findings:
+        lines.append("- findings:")
+        lines += [f"  - {f.status} ({f.metric} vs {f.against}): {f.message}" for f in case.verdict.findings]
+    lines.append("")
+    return lines
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------
+
+
+def json_report(diff: Diff) -> dict[str, Any]:
+    """Everything measured and judged, as plain JSON values; `harness diff` and `harness accept` read it back."""
+    new = diff.new
+    return scrub_paths({
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "device_class": new.device_class,
+        "model_id": new.model_id,
+        "fingerprint": dict(new.fingerprint),
+        "baseline": None if diff.old is None else diff.old.source,
+        "summary": diff.counts(),
+        "cases": [
+            {"record": case.current.to_dict(), "verdict": None if case.verdict is None else verdict_to_dict(case.verdict)}
+            for case in diff.cases if case.current is not None
+        ],
+        "missing": [case.case_id for case in diff.of(MISSING)],
+        "notes": list(diff.notes),
+    })
