@@ -94,11 +94,14 @@ def compare(
     policy: GatePolicy = GatePolicy(),
     cross_device: bool = False,
     verdicts: dict[str, Verdict] | None = None,
+    missing_within_groups_run: bool = False,
 ) -> Diff:
     """Judge every case of `new` against its entry in `old`, and list `old`'s cases that `new` lacks.
 
     `verdicts` (from a live session) are used as given; otherwise each case is judged here, against the
-    baseline, its session reference and its one-toggle neighbours in `new`.
+    baseline, its session reference and its one-toggle neighbours in `new`. A live session that ran a
+    subset (`-k eval`) lists as missing only the baseline cases of the pipelines and groups it ran
+    (`missing_within_groups_run`).
     """
     speed_judged = True
     if old is not None:
@@ -116,8 +119,10 @@ def compare(
             accepted=old.acceptances.get(case_id) if old is not None else None,
             reaccepted=_reaccepted(old, new, case_id),
         ))
+    groups_run = {(r.pipeline, r.group) for r in new.records.values()}
     for case_id, baseline in baseline_records.items():
-        if case_id not in new.records:
+        out_of_scope = missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run
+        if case_id not in new.records and not out_of_scope:
             cases.append(CaseDiff(case_id, baseline.pipeline, MISSING, None, baseline, None,
                                   accepted=old.acceptances.get(case_id)))
     diff = Diff(old, new, cases, speed_judged)

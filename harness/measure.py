@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.progress import WARM_UP
 from harness.records import PipelineOutput, Speed
 
 # timer(target, rounds) -> seconds of each round; target's result is kept by the caller.
 RoundTimer = Callable[[Callable[[], object], int], list[float]]
+# progress(index, total): called before the warm-up (index WARM_UP) and before timed round index of total.
+RoundHook = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,30 @@ def _process_peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
+def _no_progress(index: int, total: int) -> None:
+    return None
+
+
 def measure(
     run: Callable[[], PipelineOutput],
     warm_up: Callable[[], object],
     settings: MeasureSettings,
     timer: RoundTimer = perf_counter_timer,
+    progress: RoundHook | None = None,
 ) -> tuple[PipelineOutput, Speed]:
-    """Warm up, then time `settings.rounds` full runs; the output is the last round's."""
+    """Warm up, then time `settings.rounds` full runs; the output is the last round's.
+
+    `progress` (e.g. CaseProgress.start_round) is told which round starts. Timed rounds mark
+    themselves, since the timer owns the round loop: the mark (one bar redraw) is inside the round.
+    """
     on_cuda = settings.device == "cuda"
+    mark_round = progress or _no_progress
+    mark_round(WARM_UP, settings.rounds)
     warm_up()
     outputs: list[PipelineOutput] = []
 
     def one_round() -> PipelineOutput:
+        mark_round(len(outputs) + 1, settings.rounds)  # one output per round so far
         output = run()
         if on_cuda:
             torch.cuda.synchronize()  # the round ends when the GPU's work does

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 
 from harness import toggles as toggle_registry
-from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline
+from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline, scrub_paths
+from harness.diff import Diff, compare
 from harness.measure import MeasureSettings, measure, perf_counter_timer
 from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
 from harness.records import CaseRecord, PipelineOutput, differing_items
-from harness.report import terminal_table, write_report
-from harness.verdict import REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
+from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
+from harness.report.tables import ACCEPT_HINT
+from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
+from harness.verdict import IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _WARM_UP_ITEMS = 2
@@ -42,7 +45,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
     group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
     group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
-    group.addoption("--bench-report", default=None, metavar="PATH", help="write a report: .md or .json")
+    group.addoption("--bench-report", action="append", default=[], metavar="PATH",
+                    help="write a report: .md (pull request / CI step summary), .html (plots) or .json "
+                         "(harness diff/accept read it); repeatable")
+    group.addoption("--bench-ratchet", action="store_true",
+                    help="fail a case that improved beyond its baseline, so baselines do not go stale")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
         raise pytest.UsageError("--bench-rounds must be at least 1")
+    for path in config.getoption("--bench-report"):
+        if Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise pytest.UsageError(f"--bench-report {path}: the suffix picks the format, one of "
+                                    f"{', '.join(SUPPORTED_SUFFIXES)}")
     try:
         device = resolve_device(config.getoption("--bench-device"))
     except ModelLoadError as error:
@@ -114,6 +125,7 @@ class BenchSession:
     _baseline_error: BaselineError | None = None
     _baseline_loaded: bool = False
     saved_to: Path | None = None
+    diff: Diff | None = None  # this run against its baseline, built at session end
 
     @property
     def model_source(self) -> str:
@@ -129,6 +141,15 @@ class BenchSession:
         if not directory.is_absolute():
             directory = Path(self.config.rootpath) / directory
         return baseline_path(directory, self.fingerprint["device_class"], model_id(self.model_source))
+
+    def baseline_set(self) -> ResultSet | None:
+        """The baseline as a result set for the session's report; None when there is none or it is unusable."""
+        try:
+            self.baseline_record("")
+        except BaselineError:
+            return None
+        return None if self._baseline is None else baseline_results(self._baseline, os.path.relpath(
+            self.baseline_file, self.config.rootpath))
 
     def baseline_record(self, case_id: str) -> CaseRecord | None:
         if not self._baseline_loaded:
@@ -178,8 +199,14 @@ class BenchCase:
         """Measure `pipeline(model, tokenizer, variant)` under this case's variant, judge it, record it."""
         reference = self._reference_record(group, pipeline, warm_up)
         record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
-        self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record))
-        self._judge(record, reference)
+        verdict = self._judge(record, reference)
+        self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record, verdict))
+        config = self.session.config
+        if verdict.status == REGRESSED and not config.getoption("--bench-save-baseline"):
+            pytest.fail(verdict.message, pytrace=False)
+        if verdict.status == IMPROVED and config.getoption("--bench-ratchet"):
+            pytest.fail(f"{verdict.message}\nthe baseline is stale (--bench-ratchet): accept the new figures with "
+                        f"{ACCEPT_HINT} or --bench-save-baseline", pytrace=False)
         return record
 
     def _case_id(self, group: str, variant: dict[str, str]) -> str:
@@ -223,7 +250,7 @@ class BenchCase:
         self.session.records[record.case_id] = record
         return record
 
-    def _judge(self, record: CaseRecord, reference: CaseRecord) -> None:
+    def _judge(self, record: CaseRecord, reference: CaseRecord) -> Verdict:
         try:
             baseline = self.session.baseline_record(record.case_id)
         except BaselineError as error:
@@ -232,8 +259,7 @@ class BenchCase:
         policy = GatePolicy(speedup_factor=factor, time_factor=factor)
         verdict = judge(record, baseline, reference, policy, neighbours=one_toggle_neighbours(record, self.session.records.values()))
         self.session.verdicts[record.case_id] = verdict
-        if verdict.status == REGRESSED and not self.session.config.getoption("--bench-save-baseline"):
-            pytest.fail(verdict.message, pytrace=False)
+        return verdict
 
 
 def _no_warm_up(model, tokenizer, variant) -> None:
@@ -252,12 +278,25 @@ def _benchmark_timer(benchmark) -> Callable:
     return timer
 
 
-def _extra_info(record: CaseRecord) -> dict:
+def _extra_info(record: CaseRecord, verdict: Verdict) -> dict:
+    """Flat figures for pytest-benchmark's tables, and the whole record and verdict, so that its
+    `--benchmark-json` file is one that `harness diff` and `harness accept` read."""
     info = {"case_id": record.case_id, **{f"quality.{k}": v for k, v in record.output.quality.items()}}
     info.update({f"counter.{k}": v for k, v in record.output.counters.items()})
     if record.speedup is not None:
         info["speedup"] = record.speedup.ratio
+    info[RECORD_KEY] = scrub_paths(record.to_dict())
+    info[VERDICT_KEY] = verdict_to_dict(verdict)
     return info
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """What `harness diff` needs to know about the run, in pytest-benchmark's JSON."""
+    session = _session(config)
+    if session is not None:
+        machine_info[MACHINE_KEY] = {"device_class": session.fingerprint["device_class"],
+                                     "model_id": model_id(session.model_source),
+                                     "fingerprint": scrub_paths(dict(session.fingerprint))}
 
 
 @pytest.fixture
@@ -279,15 +318,30 @@ def _git_commit(root: Path) -> str | None:
     return result.stdout.strip() or None
 
 
+def _session_diff(bench_session: BenchSession) -> Diff:
+    """This run against its baseline file, with the verdicts judged case by case during the run."""
+    config = bench_session.config
+    run = ResultSet("this run", RUN, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
+                    dict(bench_session.fingerprint), dict(bench_session.records))
+    baseline = bench_session.baseline_set()
+    diff = compare(baseline, run, verdicts=bench_session.verdicts, missing_within_groups_run=True)
+    if bench_session._baseline_error is not None:
+        diff.notes.append(f"baseline not used: {bench_session._baseline_error}")
+    if config.getoption("--bench-save-baseline"):
+        diff.notes.append("--bench-save-baseline: regressions did not fail this run; the results became the baseline")
+    return diff
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bench_session = _session(session.config)
     if bench_session is None or not bench_session.records:
         return
-    records = list(bench_session.records.values())
     config = session.config
-    if config.getoption("--bench-report"):
-        write_report(Path(config.getoption("--bench-report")), records, bench_session.verdicts, bench_session.fingerprint)
+    bench_session.diff = _session_diff(bench_session)
+    for path in config.getoption("--bench-report"):
+        write_report(Path(path), bench_session.diff)
     if config.getoption("--bench-save-baseline"):
+        records = list(bench_session.records.values())
         path = bench_session.baseline_file
         save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
                       bench_session.fingerprint, records, config.getoption("--bench-reason"), _git_commit(config.rootpath))
@@ -296,13 +350,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     bench_session = _session(config)
-    if bench_session is None or not bench_session.records:
+    if bench_session is None or bench_session.diff is None:
         return
-    records = list(bench_session.records.values())
     terminalreporter.section("LLM inference benchmarks: speed and quality")
     terminalreporter.write_line(f"model {model_id(bench_session.model_source)} on {bench_session.fingerprint['device_class']}, "
                                 f"matrix {config.getoption('--bench-matrix')}, {config.getoption('--bench-rounds')} rounds")
-    terminalreporter.write_line(terminal_table(records, bench_session.verdicts))
+    terminalreporter.write_line(terminal_table(bench_session.diff))
+    for path in config.getoption("--bench-report"):
+        terminalreporter.write_line(f"report written to {path}")
     saved = bench_session.saved_to
     if saved:
         terminalreporter.write_line(f"baselines saved to {os.path.relpath(saved, config.rootpath)}")

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.baseline import BaselineError, load_baseline
+from harness.baseline import BaselineError, BaselineFile, load_baseline
 from harness.records import CaseRecord
 from harness.verdict import Finding, Verdict
 
 REPORT_SCHEMA_VERSION = 2
-BASELINE, REPORT, PYTEST_BENCHMARK = "baseline", "report", "pytest-benchmark"
+BASELINE, REPORT, PYTEST_BENCHMARK, RUN = "baseline", "report", "pytest-benchmark", "run"
 # Keys the plugin writes into pytest-benchmark's JSON: per benchmark, and in `machine_info`.
 RECORD_KEY, VERDICT_KEY, MACHINE_KEY = "harness_record", "harness_verdict", "harness"
 
@@ -41,7 +41,7 @@ class Acceptance:
 @dataclass
 class ResultSet:
     source: str  # the path as given
-    kind: str  # BASELINE, REPORT or PYTEST_BENCHMARK
+    kind: str  # BASELINE, REPORT or PYTEST_BENCHMARK; RUN for a live pytest session
     device_class: str
     model_id: str
     fingerprint: dict[str, Any]
@@ -103,12 +103,17 @@ def _from_baseline(path: Path, data: dict[str, Any]) -> ResultSet:
         baseline = load_baseline(path, device_class, model_id)
     except BaselineError as error:
         raise ResultsError(str(error)) from None
+    return baseline_results(baseline, str(path))
+
+
+def baseline_results(baseline: BaselineFile, source: str) -> ResultSet:
+    """A validated baseline as a result set, each case with the reason it was accepted for."""
     records = {case_id: CaseRecord.from_dict(entry["record"]) for case_id, entry in baseline.cases.items()}
     acceptances = {
         case_id: Acceptance(str(entry.get("reason", "")), str(entry.get("saved_at", "")), entry.get("commit"))
         for case_id, entry in baseline.cases.items()
     }
-    return ResultSet(str(path), BASELINE, device_class, model_id, baseline.fingerprint, records,
+    return ResultSet(source, BASELINE, baseline.device_class, baseline.model_id, baseline.fingerprint, records,
                      acceptances=acceptances, history=baseline.history)
 
 
@@ -168,6 +173,8 @@ __all__ = [
     "PYTEST_BENCHMARK",
     "REPORT",
     "REPORT_SCHEMA_VERSION",
+    "RUN",
+    "baseline_results",
     "Acceptance",
     "ResultSet",
     "ResultsError",

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from harness.cli import main
+
 pytest_plugins = ["pytester"]
 
 CASE = '''
@@ -65,11 +67,35 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
                                   "eval[context_qa|early_stop=on]", "eval[context_qa|kv_cache=on]"}
     assert data["history"][-1]["reason"] == "first record"
 
-    report = pytester.path / "report.json"
-    compared = _run(pytester, "--benchmark", "--bench-report", str(report))
+    report, markdown, pytest_benchmark = (pytester.path / name for name in ("report.json", "report.md", "bench.json"))
+    compared = _run(pytester, "--benchmark", "--bench-report", str(report), "--bench-report", str(markdown),
+                    "--benchmark-json", str(pytest_benchmark))
     compared.assert_outcomes(passed=4)
     statuses = {c["record"]["case_id"]: c["verdict"]["status"] for c in json.loads(report.read_text())["cases"]}
     assert "new" not in statuses.values() and "regressed" not in statuses.values()
+    assert markdown.read_text().startswith("## Benchmark: 0 regressed, 0 improved, 4 passed, 0 new")
+    assert 'last accepted "first record"' in markdown.read_text()
+    # pytest-benchmark's JSON carries the records: the diff command judges it without rerunning
+    baseline = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
+    assert main(["diff", str(baseline), str(pytest_benchmark)]) == 0
+    assert main(["diff", str(baseline), str(report)]) == 0
+
+
+def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
+    _write_case(pytester)
+    _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first", "-k", "reference",
+         "--bench-rounds", "3").assert_outcomes(passed=1)
+    path = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
+    data = json.loads(path.read_text())
+    speed = data["cases"]["eval[context_qa|reference]"]["record"]["speed"]
+    speed["round_seconds"] = [10 * s for s in speed["round_seconds"]]  # as if the baseline had been 10x slower
+    path.write_text(json.dumps(data))
+    args = ["--benchmark", "-k", "reference", "--bench-rounds", "3"]
+    _run(pytester, *args).assert_outcomes(passed=1)
+    ratcheted = _run(pytester, *args, "--bench-ratchet")
+    ratcheted.assert_outcomes(failed=1)
+    ratcheted.stdout.fnmatch_lines(["*eval[[]context_qa|reference]: median time *(x0.*[[]vs baseline]",
+                                    "the baseline is stale (--bench-ratchet): accept the new figures with harness accept*"])
 
 
 def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):

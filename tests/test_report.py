@@ -9,15 +9,11 @@ from typing import Any
 
 import pytest
 
+from harness.diff import Diff, compare
 from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
-from harness.report import (
-    COLUMNS,
-    json_report,
-    markdown_report,
-    summary_frame,
-    terminal_table,
-    write_report,
-)
+from harness.report import json_report, markdown_report, summary_frame, terminal_table, write_report
+from harness.report.tables import COLUMNS
+from harness.results import ResultSet, read_results
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, Finding, Verdict
 
 REFERENCE = {"kv_cache": "off", "early_stop": "off"}
@@ -52,8 +48,14 @@ def make_record(case_id: str, pipeline: str = "eval", speedup: float | None = No
     )
 
 
+def diff_of(records: list[CaseRecord], verdicts: dict[str, Verdict]) -> Diff:
+    run = ResultSet("run.json", "report", "cpu", "embedded-reference", {"torch": "2.13.0"},
+                    {r.case_id: r for r in records})
+    return compare(None, run, verdicts=verdicts)
+
+
 @pytest.fixture
-def session() -> tuple[list[CaseRecord], dict[str, Verdict]]:
+def session() -> Diff:
     records = [
         make_record("eval[math]"),
         make_record("eval[math|early_stop=on]", speedup=5.1, early_stop="on"),
@@ -78,14 +80,13 @@ def session() -> tuple[list[CaseRecord], dict[str, Verdict]]:
         "search[math]": Verdict("search[math]", NEW),
         "search[math|kv_cache=on]": Verdict("search[math|kv_cache=on]", PASSED),
     }
-    return records, verdicts
+    return diff_of(records, verdicts)
 
 
-def test_summary_frame(session) -> None:
-    records, verdicts = session
-    frame = summary_frame(records, verdicts)
+def test_summary_frame(session: Diff) -> None:
+    frame = summary_frame(session)
     assert list(frame.columns) == list(COLUMNS)
-    assert list(frame["case"]) == [r.case_id for r in records]
+    assert list(frame["case"]) == [c.case_id for c in session.cases]
     rows = frame.set_index("case")
     assert rows.loc["eval[math]", "variant"] == "reference"
     assert rows.loc["eval[math]", "speedup"] == "—"
@@ -99,36 +100,36 @@ def test_summary_frame(session) -> None:
     assert early["peak memory (MiB)"] == pytest.approx(3.0)
     assert early["quality"] == "accuracy 0.840"
     assert early["agreement"] == pytest.approx(0.95)
-    assert early["counters"] == "gen=2048 fwd=2080 pad=0"
+    assert early["counters"] == "gen=2048 fwd=2080 pad=0"  # no baseline: every counter
     assert early["verdict"] == REGRESSED
     assert early["reason"] == REGRESSION  # the regression, not the improvement listed before it
     assert rows.loc["eval[math|kv_cache=on]", "reason"] == "speedup 0.8x -> 1.03x"
     assert rows.loc["eval[math]", "reason"] == ""
 
 
-def test_case_without_verdict_is_unjudged(session) -> None:
-    records, _ = session
-    frame = summary_frame(records[:1], {})
-    assert frame.loc[0, "verdict"] == "unjudged" and frame.loc[0, "reason"] == ""
-    assert "0 regressed, 0 improved, 0 passed, 0 new, 1 unjudged" in markdown_report(records[:1], {})
+def test_case_without_verdict_is_judged_new_without_baseline(session: Diff) -> None:
+    diff = diff_of([session.cases[0].current], {})
+    assert diff.cases[0].status == NEW
+    assert markdown_report(diff).splitlines()[0] == "## Benchmark: 0 regressed, 0 improved, 0 passed, 1 new"
 
 
-def test_markdown_headline_regressions_and_tables(session) -> None:
-    records, verdicts = session
-    text = markdown_report(records, verdicts)
+def test_markdown_headline_regressions_and_tables(session: Diff) -> None:
+    text = markdown_report(session)
     assert text.splitlines()[0] == "## Benchmark: 1 regressed, 1 improved, 2 passed, 1 new"
-    regressions = text[text.index("### Regressions") : text.index("### eval")]
-    assert f"- `eval[math|early_stop=on]`: {REGRESSION}" in regressions
+    assert "report `run.json` (cpu, embedded-reference, torch 2.13.0) with no baseline" in text
+    regressions = text[text.index("### Regressions") : text.index("### Improved")]
+    assert f"- `eval[math|early_stop=on]`: {REGRESSION} [vs baseline]" in regressions
     assert "generated_tokens 900 -> 2048" in regressions
     assert "speedup 3.0x -> 5.1x" not in regressions
+    improved = text[text.index("### Improved beyond the baseline") : text.index("### eval")]
+    assert "`eval[math|kv_cache=on]`: speedup 0.8x -> 1.03x" in improved and "harness accept" in improved
     assert text.index("### eval") < text.index("### search")
     eval_table = text[text.index("### eval") : text.index("### search")]
-    rows = [line for line in eval_table.splitlines() if line.startswith("| `")]
+    rows = [line for line in eval_table.splitlines() if line.startswith("| math")]
     assert len(rows) == 3
-    assert rows[0].startswith("| `eval[math]` | reference | — |")
-    # pipes inside case ids are escaped, so every row has the header's number of cells
-    assert "`eval[math\\|early_stop=on]`" in rows[1]
+    assert rows[0].startswith("| math | reference | — |")
     header = eval_table.splitlines()[2]
+    assert header.startswith("| group | variant | speedup (baseline) |") and header.endswith("| verdict | reason |")
     split = lambda line: [c for c in line.replace("\\|", "").split("|")]  # noqa: E731
     assert all(len(split(row)) == len(split(header)) for row in rows)
     assert "<details>" in text and "</details>" in text
@@ -136,16 +137,14 @@ def test_markdown_headline_regressions_and_tables(session) -> None:
     assert "regressed (accuracy vs baseline)" in details and "median 2 s over 3 rounds" in details
 
 
-def test_markdown_without_regressions_has_no_regression_section(session) -> None:
-    records, verdicts = session
-    text = markdown_report(records[:1], verdicts)
+def test_markdown_without_regressions_has_no_regression_section(session: Diff) -> None:
+    text = markdown_report(diff_of([session.cases[0].current], {"eval[math]": session.cases[0].verdict}))
     assert text.splitlines()[0] == "## Benchmark: 0 regressed, 0 improved, 1 passed, 0 new"
-    assert "### Regressions" not in text
+    assert "### Regressions" not in text and "### Improved" not in text
 
 
-def test_terminal_table(session) -> None:
-    records, verdicts = session
-    text = terminal_table(records, verdicts)
+def test_terminal_table(session: Diff) -> None:
+    text = terminal_table(session)
     lines = text.splitlines()
     assert all(len(line) <= 120 for line in lines if not line.startswith("    -> "))
     assert lines[0].split() == ["case", "speedup", "items/min", "tok/s", "peak", "MiB", "accuracy", "agree", "verdict"]
@@ -159,9 +158,8 @@ def test_terminal_table(session) -> None:
     assert lines[-1] == "1 regressed, 1 improved, 2 passed, 1 new"
 
 
-def test_terminal_table_counters_inline_when_they_fit(session) -> None:
-    records, verdicts = session
-    lines = terminal_table(records[:1], verdicts).splitlines()
+def test_terminal_table_counters_inline_when_they_fit(session: Diff) -> None:
+    lines = terminal_table(diff_of([session.cases[0].current], {"eval[math]": session.cases[0].verdict})).splitlines()
     assert lines[0].split()[-1] == "counters"
     assert lines[2].startswith("eval[math] ") and lines[2].split()[-4:] == ["passed", "gen=2048", "fwd=2080", "pad=0"]
     assert len(lines) == 4 and all(len(line) <= 120 for line in lines)
@@ -171,7 +169,7 @@ def test_terminal_table_moves_long_counters_and_case_ids_to_their_own_lines() ->
     long_id = "eval[math|kv_cache=on,early_stop=on,topk=50,batching=dynamic,attention=sdpa]"
     record = make_record(long_id, speedup=2.0, kv_cache="on")
     record.output.counters = {f"counter_{i}": i * 1000 for i in range(30)}
-    lines = terminal_table([record], {}).splitlines()
+    lines = terminal_table(diff_of([record], {})).splitlines()
     assert all(len(line) <= 120 for line in lines)
     assert "counters" not in lines[0]
     assert lines[2] == long_id
@@ -179,35 +177,35 @@ def test_terminal_table_moves_long_counters_and_case_ids_to_their_own_lines() ->
     assert lines[4].startswith("    counters: counter_0=0 counter_1=1000") and lines[4].endswith("…")
 
 
-def test_json_report_round_trips(session) -> None:
-    records, verdicts = session
-    fingerprint = {"torch": "2.13.0", "device": "cpu"}
-    report = json_report(records, verdicts, fingerprint)
+def test_json_report_round_trips_through_read_results(session: Diff, tmp_path: Path) -> None:
+    report = json_report(session)
     assert json.loads(json.dumps(report)) == report
-    assert report["schema_version"] == 1 and report["fingerprint"] == fingerprint
-    assert report["summary"] == {"regressed": 1, "improved": 1, "passed": 2, "new": 1, "unjudged": 0}
+    assert report["schema_version"] == 2 and report["fingerprint"] == {"torch": "2.13.0"}
+    assert (report["device_class"], report["model_id"]) == ("cpu", "embedded-reference")
+    assert report["summary"] == {"regressed": 1, "improved": 1, "passed": 2, "new": 1, "missing": 0}
+    records = [c.current for c in session.cases]
     assert [c["record"]["case_id"] for c in report["cases"]] == [r.case_id for r in records]
     assert CaseRecord.from_dict(report["cases"][1]["record"]) == records[1]
     early = report["cases"][1]["verdict"]
     assert early["status"] == REGRESSED
-    assert Finding(**early["findings"][1]) == verdicts["eval[math|early_stop=on]"].findings[1]
-    assert json_report(records[:1], {}, {})["cases"][0]["verdict"] is None
+    assert Finding(**early["findings"][1]) == session.cases[1].verdict.findings[1]
+    path = tmp_path / "report.json"
+    write_report(path, session)
+    back = read_results(path)
+    assert back.kind == "report" and list(back.records) == [r.case_id for r in records]
+    assert back.verdicts["eval[math|early_stop=on]"] == session.cases[1].verdict
 
 
-def test_write_report_by_suffix(session, tmp_path: Path) -> None:
-    records, verdicts = session
-    fingerprint: dict[str, Any] = {"torch": "2.13.0"}
-    write_report(tmp_path / "out" / "report.md", records, verdicts, fingerprint)
-    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8") == markdown_report(records, verdicts)
-    write_report(tmp_path / "report.JSON", records, verdicts, fingerprint)
-    written = json.loads((tmp_path / "report.JSON").read_text(encoding="utf-8"))
-    assert written == json_report(records, verdicts, fingerprint)
+def test_write_report_by_suffix(session: Diff, tmp_path: Path) -> None:
+    write_report(tmp_path / "out" / "report.md", session)
+    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8") == markdown_report(session)
+    write_report(tmp_path / "report.JSON", session)
+    assert json.loads((tmp_path / "report.JSON").read_text(encoding="utf-8")) == json_report(session)
 
 
-@pytest.mark.parametrize("name", ["report.html", "report.txt", "report"])
-def test_unknown_suffix(session, tmp_path: Path, name: str) -> None:
-    records, verdicts = session
-    with pytest.raises(ValueError, match=r"supported: \.md, \.json \(\.html arrives later\)") as info:
-        write_report(tmp_path / name, records, verdicts, {})
+@pytest.mark.parametrize("name", ["report.txt", "report"])
+def test_unknown_suffix(session: Diff, tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=r"supported: \.md, \.html, \.json") as info:
+        write_report(tmp_path / name, session)
     assert name in str(info.value)
     assert not (tmp_path / name).exists()

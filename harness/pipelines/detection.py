@@ -45,6 +45,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 
 from harness.pipelines.eval import EvalSettings, count_forward_passes, plan_by_length, run_eval
+from harness.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import SUITES, TaskItem
 
@@ -370,6 +371,7 @@ def extract_features(model, encoded: Sequence[Encoded], heads: Sequence[Head], l
             for index, sample_features in zip(batch, batch_features):
                 features[index] = sample_features
             totals.update(counters)
+            advance(len(batch))  # samples through the pass, calibration and held-out alike
     return features, {**totals, **passes}
 
 

@@ -14,6 +14,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.answers import extract_boxed
+from harness.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 
@@ -155,6 +156,7 @@ def run_eval(model, tokenizer, items: list[TaskItem], settings: EvalSettings) ->
                 texts[index] = text
             for name, value in counters.items():
                 totals[name] += value
+            advance(len(batch))
     scores = [1.0 if check(item, text) else 0.0 for item, text in zip(items, texts)]
     return PipelineOutput(
         quality={"accuracy": sum(scores) / len(items)},

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.pipelines.eval import count_forward_passes
+from harness.progress import advance
 from harness.records import PipelineOutput
 
 SAME, DIFFERENT, UNDECIDED = "SAME", "DIFFERENT", "UNDECIDED"
@@ -270,6 +271,7 @@ def decide_pair(bank: PromptBank, pair: Pair) -> PairResult:
                 test.add(result.score)
                 decision = test.decision()
                 decided_at = test.n if decision else None
+        advance(len(prompts))  # prompts scored for this pair
         if decision and settings.early_stop:
             break
     return PairResult(pair.name, pair.expected, decision or UNDECIDED, decided_at, len(scores),

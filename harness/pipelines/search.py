@@ -37,6 +37,7 @@ from transformers import (
 from transformers.cache_utils import Cache
 
 from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes
+from harness.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 
@@ -316,6 +317,7 @@ def search_item(model, tokenizer, item: TaskItem, settings: SearchSettings, rewa
     fed = prompt_width + counters.pop("fed_tokens")  # what a cached search must feed the model
     counters.update(tree_counters(root), prompt_tokens=prompt_width, **passes,
                     recomputed_tokens=passes["processed_tokens"] - fed)
+    advance()  # one item searched
     return SearchResult(root, best_text, best_reward, counters)
 
 

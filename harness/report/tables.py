@@ -292,7 +292,7 @@ def terminal_table(diff: Diff) -> str:
             lines.append(values[0])
             values = ["", *values[1:]]
         lines.append(render(values, row["counters"] if counters_inline else None))
-        if not counters_inline and row["counters"]:
+        if not counters_inline and row["counters"] not in ("", "unchanged"):
             lines.append(_clip(f"    counters: {row['counters']}", TERMINAL_WIDTH))
         if row["reason"] and row["verdict"] != PASSED:
             lines.append(f"    -> {row['reason']}")

@@ -1,0 +1,155 @@
+"""`harness`: compare, render and accept result files without rerunning anything.
+
+    harness diff OLD NEW [--markdown PATH|-] [--html PATH] [--json PATH] [--ratchet] [--allow-missing]
+    harness report RESULTS [--markdown PATH|-] [--html PATH] [--json PATH]
+    harness accept RESULTS --reason "why" [--baseline-dir baselines] [--case SUBSTRING ...]
+
+Exit codes (diff and report): 0 no regression; 1 a case regressed (or, in diff, went missing);
+2 bad input or usage; 3 only with --ratchet: a case improved beyond its baseline, which is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.baseline import BaselineError, baseline_path, save_baseline
+from harness.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
+from harness.report import render, terminal_table, write_report
+from harness.results import BASELINE, ResultSet, ResultsError, read_results
+from harness.verdict import IMPROVED, REGRESSED, GatePolicy
+
+DEFAULT_SPEED_FACTOR = 2.0  # the plugin's --bench-speed-factor default
+
+
+def _add_outputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--markdown", metavar="PATH", help="write the Markdown report ('-' for stdout, e.g. "
+                        ">> $GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--html", metavar="PATH", help="write the self-contained HTML report with plots")
+    parser.add_argument("--json", metavar="PATH", help="write the JSON report (harness accept reads it)")
+    parser.add_argument("--ratchet", action="store_true",
+                        help="exit 3 when a case improved beyond its baseline, so stale baselines get accepted")
+    parser.add_argument("--exit-zero", action="store_true", help="report only: exit 0 whatever the verdicts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    diff = commands.add_parser("diff", help="judge NEW against OLD (a baseline, a JSON report or a pytest-benchmark "
+                                            "JSON) and report; exits 1 on a regression")
+    diff.add_argument("old", help="the baseline side, e.g. baselines/cpu/embedded-reference.json")
+    diff.add_argument("new", help="the run side: pytest --benchmark --bench-report FILE.json, or --benchmark-json FILE")
+    _add_outputs(diff)
+    diff.add_argument("--allow-missing", action="store_true",
+                      help="a case in OLD but not in NEW does not fail (the run covered a subset on purpose)")
+    diff.add_argument("--cross-device", action="store_true",
+                      help="compare across device classes: quality, counters and fidelity only, speed not judged")
+    diff.add_argument("--speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
+                      help=f"a speed change must exceed this factor, beyond significance (default {DEFAULT_SPEED_FACTOR})")
+
+    report = commands.add_parser("report", help="render the verdicts stored in one result file; exits 1 if any "
+                                                "case regressed")
+    report.add_argument("results", help="a JSON report, a pytest-benchmark JSON, or a baseline")
+    _add_outputs(report)
+
+    accept = commands.add_parser("accept", help="write a run's results into the baseline, with a reason stored "
+                                                "in the file and shown in the next diff")
+    accept.add_argument("results", help="a JSON report or pytest-benchmark JSON of the run to accept")
+    accept.add_argument("--reason", required=True, help="why the baseline changes")
+    accept.add_argument("--baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
+    accept.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
+                        help="accept only cases whose id contains this (repeatable); default: every case")
+    accept.add_argument("--commit", help="the commit the results were measured at (default: git HEAD here)")
+    return parser
+
+
+def _emit(diff: Diff, args: argparse.Namespace) -> None:
+    """The terminal table on stdout (unless Markdown goes there), and every report file asked for."""
+    if args.markdown == "-":
+        sys.stdout.write(render(diff, ".md"))
+    else:
+        print(terminal_table(diff))
+    for path in (args.markdown if args.markdown != "-" else None, args.html, args.json):
+        if path:
+            write_report(Path(path), diff)
+
+
+def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> int:
+    code = diff.exit_code(ratchet=args.ratchet, allow_missing=allow_missing)
+    if code and not args.exit_zero:
+        counts = diff.counts()
+        print(f"harness: {counts[REGRESSED]} regressed, {counts['missing']} missing, {counts[IMPROVED]} improved "
+              f"(exit {code})", file=sys.stderr)
+        return code
+    return EXIT_OK
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    old, new = read_results(args.old), read_results(args.new)
+    policy = GatePolicy(speedup_factor=args.speed_factor, time_factor=args.speed_factor)
+    diff = compare(old, new, policy, cross_device=args.cross_device)
+    _emit(diff, args)
+    return _verdict_code(diff, args, args.allow_missing)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    results = read_results(args.results)
+    diff = compare(None, results, verdicts=results.verdicts)
+    _emit(diff, args)
+    return _verdict_code(diff, args, allow_missing=True)
+
+
+def _git_head() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _selected(results: ResultSet, substrings: Sequence[str]) -> list:
+    if not substrings:
+        return list(results.records.values())
+    return [r for case_id, r in results.records.items() if any(s in case_id for s in substrings)]
+
+
+def run_accept(args: argparse.Namespace) -> int:
+    results = read_results(args.results)
+    if results.kind == BASELINE:
+        raise ResultsError(f"{args.results} is already a baseline; accept a run's JSON report or pytest-benchmark JSON")
+    records = _selected(results, args.case)
+    if not records:
+        raise ResultsError(f"no case of {args.results} matches {', '.join(args.case)}; "
+                           f"its cases: {', '.join(results.records)}")
+    path = baseline_path(Path(args.baseline_dir), results.device_class, results.model_id)
+    save_baseline(path, results.device_class, results.model_id, results.fingerprint, records, args.reason,
+                  args.commit or _git_head())
+    for record in records:
+        verdict = results.verdicts.get(record.case_id)
+        status = verdict.status if verdict else "unjudged"
+        print(f"accepted {record.case_id} ({status})" + (": a regression, accepted on purpose" if status == REGRESSED else ""))
+    print(f"baseline {path}: {len(records)} case(s) accepted, reason \"{args.reason.strip()}\"")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"diff": run_diff, "report": run_report, "accept": run_accept}[args.command]
+    try:
+        return command(args)
+    except (ResultsError, DiffRefused, BaselineError) as error:
+        print(f"harness {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as error:  # an optional dependency of one report format
+        print(f"harness {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
