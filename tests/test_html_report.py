@@ -34,7 +34,7 @@ from diff_fixtures import (
 
 pytest.importorskip("matplotlib", reason="the HTML report needs the report extra")
 from harness.report.html import html_report  # noqa: E402  (after the skip: it imports matplotlib's helpers)
-from harness.report.plots import INSTALL_HINT, STATUS_COLOURS  # noqa: E402
+from harness.report.plots import BASELINE_COLOUR, INSTALL_HINT, STATUS_COLOURS  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 PIPELINES = ("eval", "scoring", "search")
@@ -191,8 +191,9 @@ def test_improvement_across_devices_says_baseline_is_stale_and_notes_the_devices
 def test_without_baseline_every_case_is_new_and_plotted_alone() -> None:
     page = html_report(compare(None, _only(as_run(recorded()), "scoring")))
     assert "Benchmark: 0 regressed, 0 improved, 0 passed, 7 new" in page
-    assert "with no baseline" in page and "(was" not in page
+    assert "with no baseline" in page and "(was " not in page
     assert page.count("<svg") == 3
+    assert BASELINE_COLOUR not in page  # no grey baseline marks
 
 
 def test_missing_matplotlib_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

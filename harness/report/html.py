@@ -42,7 +42,6 @@ _SEVERITY = (REGRESSED, MISSING, IMPROVED, NEW, PASSED)
 
 _TABLE_HEADERS = ("#", "group", "variant", "speedup (was)", "items/min", "tok/s", "peak MiB", "quality (delta)",
                   "agreement", "counters vs baseline", "verdict", "reason")
-_NUMERIC = {"items/min", "tok/s", "peak MiB", "agreement"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size: 14px; color: #222;
@@ -209,9 +208,10 @@ def _plots(index: int, pipeline: str, plot_cases: list[PlotCase], key: str) -> s
     plane = _figure("plane", pipeline, plots.speed_quality_plane(plot_cases, f"{figure_id}-plane"))
     # The caption sits under the key, beside the plot: under the plot its long line would widen the figure.
     caption = ("Speed vs quality, one panel per group. Filled: on the Pareto front (dashed staircase); hollow: "
-                    "dominated by a variant at least as fast and as good; star: the session reference (1x); grey "
-                    "diamond: the baseline's position, joined to this run's. Colour: the verdict. Numbers: the key.")
-    parts = [f'<div class="plane-row">{plane}<div class="key-column">{key}<p class="caption">{caption}</p></div></div>']
+               "dominated by a variant at least as fast and as good; star: the session reference (1x); grey "
+               "diamond: the baseline's position, joined to this run's. Colour: the verdict. Numbers: the key.")
+    key_column = f'<div class="key-column">{key}<p class="caption">{caption}</p></div>'
+    parts = [f'<div class="plane-row">{plane}{key_column}</div>']
     bars = plots.speedup_bars(plot_cases, f"{figure_id}-bars")
     if bars is not None:
         parts.append(_figure("bars", pipeline, bars, "Speedup over the session reference with its 95% confidence "
@@ -257,7 +257,8 @@ def _cells(number: int, row: pd.Series, variants: dict[str, str], numbers: dict[
 def _table(rows: list[tuple[CaseDiff, pd.Series]], variants: dict[str, str], numbers: dict[str, int]) -> str:
     head = "".join(f"<th>{_text(h)}</th>" for h in _TABLE_HEADERS)
     body = "".join(_cells(numbers[case.case_id], row, variants, numbers) for case, row in rows)
-    return f'<div class="table-wrap"><table class="cases"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    table = f'<table class="cases"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="table-wrap">{table}</div>'
 
 
 # --- details per case -----------------------------------------------------------------------------------------

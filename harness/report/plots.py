@@ -104,8 +104,8 @@ def svg_text(figure: Any, figure_id: str) -> str:
 def row_label(case: PlotCase, with_group: bool) -> str:
     """`#3 kv_cache=on,early_stop=on,` / `batching=dynamic`: numbered, wrapped at commas."""
     label = f"#{case.number} " + (f"{case.group}: " if with_group else "") + case.label
-    parts = label.replace(",", ", ").split(" ")
-    return textwrap.fill(" ".join(parts), LABEL_WIDTH).replace(", ", ",")
+    # textwrap breaks at spaces: give it one after each comma, and take back those it did not break at.
+    return textwrap.fill(label.replace(",", ", "), LABEL_WIDTH).replace(", ", ",")
 
 
 def _rows_height(rows: int, row_inches: float) -> float:
