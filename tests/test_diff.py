@@ -205,6 +205,8 @@ def test_report_renders_stored_verdicts_and_exits_on_regressions(tmp_path: Path,
 def test_accept_stores_the_reason_and_the_next_diff_shows_it(tmp_path: Path, capsys) -> None:
     baselines = tmp_path / "baselines"
     old = write_baseline(recorded(), baselines / "cpu" / "embedded-reference.json", reason="first record")
+    before = tmp_path / "before.json"
+    before.write_bytes(old.read_bytes())  # the base branch's copy, for the pull request's "baseline changes"
     faster = write_report_json(slowed(as_run(recorded()), NO_BATCHING, 0.25), tmp_path / "faster.json")
     judged = tmp_path / "judged.json"  # what CI's `pytest --benchmark --bench-report` leaves as an artifact
     assert run_cli("diff", old, faster, "--ratchet", "--json", judged) == EXIT_STALE
@@ -224,8 +226,6 @@ def test_accept_stores_the_reason_and_the_next_diff_shows_it(tmp_path: Path, cap
     assert 'last accepted "static batches of 8 now reuse the cache" (' in text
     assert '- baseline accepted: "static batches of 8 now reuse the cache"' in text
 
-    before = tmp_path / "before.json"
-    write_baseline(recorded(), before, reason="first record")
     changes = markdown_report(compare(read_results(before), accepted))
     listed = changes[changes.index("### Baseline changes accepted"):changes.index("### eval")]
     assert f"- `{NO_BATCHING}`: \"static batches of 8 now reuse the cache\"" in listed

@@ -12,7 +12,6 @@ Every text taken from records is escaped: case ids hold `|`, model outputs and m
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from html import escape
 
 import pandas as pd
@@ -24,10 +23,10 @@ from harness.report.plots import STATUS_COLOURS, PlotCase
 from harness.report.tables import (
     ACCEPT_HINT,
     NO_VALUE,
-    _agreement,
-    _findings_of,
-    _number,
-    _source_line,
+    agreement_label,
+    findings_by_message,
+    number_label,
+    source_line,
     acceptance_label,
     counters_label,
     dominated_by,
@@ -146,8 +145,8 @@ def _attention(diff: Diff) -> str:
     stale = (f'<p class="hint">These baselines are stale: accept the new figures with '
              f"<code>{_text(ACCEPT_HINT)}</code>.</p>")
     return "".join([
-        _case_list("Regressions", diff.of(REGRESSED), _findings_of(REGRESSED)),
-        _case_list("Improved beyond the baseline", diff.of(IMPROVED), _findings_of(IMPROVED), stale),
+        _case_list("Regressions", diff.of(REGRESSED), findings_by_message(REGRESSED)),
+        _case_list("Improved beyond the baseline", diff.of(IMPROVED), findings_by_message(IMPROVED), stale),
         _case_list("Missing from this run", diff.of(MISSING), lambda case: [headline_finding(case)]),
         _case_list("Baseline changes accepted", reaccepted, lambda case: [acceptance_label(case.reaccepted)]),
     ])
@@ -165,14 +164,10 @@ def _by_pipeline(diff: Diff, frame: pd.DataFrame) -> dict[str, list[tuple[CaseDi
 
 
 def _off_front(diff: Diff) -> set[str]:
-    """Case ids whose current record is dominated in its group.
-
-    `dominated_by` never flags the reference (in the table that says nothing), but the plane's front must know
-    whether the reference lies on it; so the reference is passed as if it were a variant, which changes nothing
-    else: dominance does not depend on whether the dominating record is a reference."""
+    """Case ids whose current record is dominated in its group, the reference included (the plane's front
+    must know whether the reference lies on it)."""
     records = [case.current for case in diff.cases if case.current is not None]
-    as_variants = [replace(record, reference_variant={}) if record.is_reference else record for record in records]
-    return set(dominated_by(as_variants))
+    return set(dominated_by(records, include_reference=True))
 
 
 def _plot_cases(rows: list[tuple[CaseDiff, pd.Series]], off_front: set[str]) -> list[PlotCase]:
@@ -242,11 +237,11 @@ def _cells(number: int, row: pd.Series, variants: dict[str, str], numbers: dict[
         f"<td>{_text(row['group'])}</td>",
         f'<td class="variant">{variant}</td>',
         f'<td class="num">{speedup}</td>',
-        f'<td class="num">{_text(_number(row["items/min"]))}</td>',
-        f'<td class="num">{_text(_number(row["tokens/s"]))}</td>',
-        f'<td class="num">{_text(_number(row["peak memory (MiB)"]))}</td>',
+        f'<td class="num">{_text(number_label(row["items/min"]))}</td>',
+        f'<td class="num">{_text(number_label(row["tokens/s"]))}</td>',
+        f'<td class="num">{_text(number_label(row["peak memory (MiB)"]))}</td>',
         f"<td>{quality}</td>",
-        f'<td class="num">{_text(_agreement(row["agreement"]))}</td>',
+        f'<td class="num">{_text(agreement_label(row["agreement"]))}</td>',
         f"<td>{counters}</td>",
         f'<td style="background:{STATUS_COLOURS[status]}22">{_status_badge(status)}</td>',  # a tint, and the badge
         f'<td class="reason">{reason}</td>',
@@ -330,7 +325,7 @@ def html_report(diff: Diff) -> str:
                        for index, (pipeline, rows) in enumerate(_by_pipeline(diff, frame).items()))
     body = "".join([
         _banner(diff),
-        f'<p class="compared">{_with_code(_source_line(diff))}</p>',
+        f'<p class="compared">{_with_code(source_line(diff))}</p>',
         _notes(diff),
         _attention(diff),
         sections,

@@ -128,13 +128,13 @@ def headline_finding(case: CaseDiff) -> str:
     return next((f.message for f in findings if f.status != PASSED), "")
 
 
-def _number(value: float | None, decimals: int = 1) -> str:
+def number_label(value: float | None, decimals: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NO_VALUE
     return f"{value:,.{decimals}f}"
 
 
-def _agreement(value: float | None) -> str:
+def agreement_label(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NO_VALUE
     return f"{100 * value:.1f}%"
@@ -153,12 +153,13 @@ def speed_quality_point(record: CaseRecord) -> tuple[float, float]:
     return (1.0 if record.speedup is None else record.speedup.ratio, record.quality)
 
 
-def dominated_by(records: list[CaseRecord]) -> dict[str, str]:
+def dominated_by(records: list[CaseRecord], include_reference: bool = False) -> dict[str, str]:
     """case id -> a variant of the same pipeline and group that is at least as fast and as good, and better in
-    one (point estimates). Variants absent from the result are on the Pareto front."""
+    one (point estimates). Variants absent from the result are on the Pareto front. The reference is left out
+    unless asked for: it is the point every speedup is measured from, and a table flag on it says nothing."""
     found: dict[str, str] = {}
     for record in records:
-        if record.is_reference:  # the point every speedup is measured from; flagging it says nothing
+        if record.is_reference and not include_reference:
             continue
         speed, quality = speed_quality_point(record)
         for other in records:
@@ -215,7 +216,7 @@ def _by_pipeline(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: rows for name, rows in frame.groupby("pipeline", sort=False)}
 
 
-def _source_line(diff: Diff) -> str:
+def source_line(diff: Diff) -> str:
     new = diff.new
     facts = ", ".join(str(v) for v in (new.fingerprint.get("torch") and f"torch {new.fingerprint['torch']}",
                                        new.fingerprint.get("transformers") and
@@ -253,9 +254,9 @@ def _terminal_cell(case: CaseDiff, row: pd.Series, column: str, shared_metric: s
     if column == "quality" and shared_metric is not None:
         return f"{record.quality:.3f}"
     if column == "agreement":
-        return _agreement(row[column])
+        return agreement_label(row[column])
     if column in ("items/min", "tokens/s", "peak memory (MiB)"):
-        return _number(row[column])
+        return number_label(row[column])
     return str(row[column])
 
 
@@ -326,11 +327,11 @@ def _md_row(row: pd.Series) -> list[str]:
         row["group"],
         variant,
         speedup,
-        _number(row["items/min"]),
-        _number(row["tokens/s"]),
-        _number(row["peak memory (MiB)"]),
+        number_label(row["items/min"]),
+        number_label(row["tokens/s"]),
+        number_label(row["peak memory (MiB)"]),
         quality,
-        _agreement(row["agreement"]),
+        agreement_label(row["agreement"]),
         f"`{row['counters']}`" if row["counters"] else "",
         f"**{status}**" if status in (REGRESSED, MISSING) else status,
         reason,
@@ -355,7 +356,7 @@ def _md_case_list(title: str, cases: list[CaseDiff], describe, after: str = "") 
     return lines + ([after] if after else []) + [""]
 
 
-def _findings_of(status: str):
+def findings_by_message(status: str):
     """One line per distinct message, naming everything it was found against."""
     def describe(case: CaseDiff) -> list[str]:
         against: dict[str, list[str]] = {}
@@ -369,10 +370,10 @@ def _findings_of(status: str):
 def markdown_report(diff: Diff) -> str:
     """Headline counts and what was compared; regressions, improvements (the ratchet), missing cases and
     re-accepted baselines with their reasons; one table per pipeline; every finding folded per case."""
-    lines = [f"## Benchmark: {headline(diff)}", "", _source_line(diff), ""]
+    lines = [f"## Benchmark: {headline(diff)}", "", source_line(diff), ""]
     lines += [f"> {note}" for note in diff.notes] + ([""] if diff.notes else [])
-    lines += _md_case_list("Regressions", diff.of(REGRESSED), _findings_of(REGRESSED))
-    lines += _md_case_list("Improved beyond the baseline", diff.of(IMPROVED), _findings_of(IMPROVED),
+    lines += _md_case_list("Regressions", diff.of(REGRESSED), findings_by_message(REGRESSED))
+    lines += _md_case_list("Improved beyond the baseline", diff.of(IMPROVED), findings_by_message(IMPROVED),
                            f"These baselines are stale: accept the new figures with `{ACCEPT_HINT}`.")
     lines += _md_case_list("Missing from this run", diff.of(MISSING), lambda c: [headline_finding(c)])
     reaccepted = [case for case in diff.cases if case.reaccepted is not None]
