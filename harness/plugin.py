@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -19,6 +20,7 @@ from harness import toggles as toggle_registry
 from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline, scrub_paths
 from harness.diff import Diff, compare
 from harness.measure import MeasureSettings, measure, perf_counter_timer
+from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
 from harness.records import CaseRecord, PipelineOutput, differing_items
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
@@ -48,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-report", action="append", default=[], metavar="PATH",
                     help="write a report: .md (pull request / CI step summary), .html (plots) or .json "
                          "(harness diff/accept read it); repeatable")
+    group.addoption("--bench-progress", default="auto", choices=PROGRESS_MODES,
+                    help="a progress bar per case (items, round): auto (default: on a terminal, outside CI), on, off")
     group.addoption("--bench-ratchet", action="store_true",
                     help="fail a case that improved beyond its baseline, so baselines do not go stale")
 
@@ -226,12 +230,15 @@ class BenchCase:
         settings = MeasureSettings(rounds=self.session.config.getoption("--bench-rounds"), device=self.session.device)
         is_reference = reference is None
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
-        output, speed = measure(
-            run=lambda: pipeline(loaded.model, loaded.tokenizer, variant),
-            warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, variant),
-            settings=settings,
-            **({"timer": timer} if timer else {}),
-        )
+        mode = self.session.config.getoption("--bench-progress")
+        with case_progress(self._case_id(group, variant), mode, self._progress_stream()) as progress:
+            output, speed = measure(
+                run=lambda: pipeline(loaded.model, loaded.tokenizer, variant),
+                warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, variant),
+                settings=settings,
+                progress=progress.start_round,
+                **({"timer": timer} if timer else {}),
+            )
         record = CaseRecord(
             case_id=self._case_id(group, variant),
             pipeline=self.pipeline,
@@ -249,6 +256,16 @@ class BenchCase:
             record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
         return record
+
+    def _progress_stream(self):
+        """The bar's stream: the real stderr, written with pytest's capture suspended, as live logging does."""
+        plugins = self.session.config.pluginmanager
+        capture_manager = plugins.getplugin("capturemanager")
+        if capture_manager is None:  # -p no:capture: nothing captures stderr
+            return sys.stderr
+        reporter = plugins.getplugin("terminalreporter")
+        # The bar starts below the line pytest leaves open for the outcome, which pytest then reprints.
+        return ProgressWriter(capture_manager, sys.__stderr__, before_write=reporter.ensure_newline if reporter else None)
 
     def _judge(self, record: CaseRecord, reference: CaseRecord) -> Verdict:
         try:

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy
 from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -150,7 +150,10 @@ _logits = st.integers(2, 40).flatmap(lambda v: arrays(np.float64, (2, v), elemen
 @given(_logits)
 def test_js_divergence_matches_scipy(logits):
     p, q = softmax(logits, axis=-1)
-    expected = jensenshannon(p, q) ** 2  # scipy gives the distance, in nats by default
+    m = (p + q) / 2
+    # The divergence itself, from scipy's KL: scipy's `jensenshannon` is its square root, which is nan when
+    # rounding makes the divergence of near-identical rows slightly negative.
+    expected = (entropy(p, m) + entropy(q, m)) / 2
     got = js_divergence(torch.tensor(logits[:1]), torch.tensor(logits[1:]))
     assert got.item() == pytest.approx(expected, abs=1e-5)
 
@@ -160,9 +163,10 @@ def test_js_divergence_matches_scipy(logits):
 def test_topk_js_divergence_is_a_lower_bound_and_exact_at_vocab_minus_one(logits, k):
     p, q = torch.tensor(logits[:1]), torch.tensor(logits[1:])
     full = js_divergence(p, q).item()
-    assert js_divergence(p, q, topk=min(k, logits.shape[1])).item() <= full + 1e-6
+    # 1e-5: float32 sums of up to 40 terms in a different order differ by a few 1e-7 per term.
+    assert js_divergence(p, q, topk=min(k, logits.shape[1])).item() <= full + 1e-5
     # With k = V - 1 the union misses at most one token, which is then the rest bucket: nothing is lost.
-    assert js_divergence(p, q, topk=logits.shape[1] - 1).item() == pytest.approx(full, abs=1e-6)
+    assert js_divergence(p, q, topk=logits.shape[1] - 1).item() == pytest.approx(full, abs=1e-5)
 
 
 @settings(max_examples=100, deadline=None)
