@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -340,6 +341,16 @@ def _write_atomically(path: Path, text: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def current_commit(root: Path | str | None = None) -> str | None:
+    """The short git commit of `root` (default: the working directory), recorded with a save; None outside git."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
 
 
 def _dumps(data: dict[str, Any]) -> str:

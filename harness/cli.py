@@ -11,12 +11,11 @@ Exit codes (diff and report): 0 no regression; 1 a case regressed (or, in diff, 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.baseline import BaselineError, baseline_path, save_baseline
+from harness.baseline import BaselineError, baseline_path, current_commit, save_baseline
 from harness.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.report import render, terminal_table, write_report
 from harness.results import BASELINE, ResultSet, ResultsError, read_results
@@ -105,14 +104,6 @@ def run_report(args: argparse.Namespace) -> int:
     return _verdict_code(diff, args, allow_missing=True)
 
 
-def _git_head() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
-
-
 def _selected(results: ResultSet, substrings: Sequence[str]) -> list:
     if not substrings:
         return list(results.records.values())
@@ -129,7 +120,7 @@ def run_accept(args: argparse.Namespace) -> int:
                            f"its cases: {', '.join(results.records)}")
     path = baseline_path(Path(args.baseline_dir), results.device_class, results.model_id)
     save_baseline(path, results.device_class, results.model_id, results.fingerprint, records, args.reason,
-                  args.commit or _git_head())
+                  args.commit or current_commit())
     for record in records:
         verdict = results.verdicts.get(record.case_id)
         status = verdict.status if verdict else "unjudged"

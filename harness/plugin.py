@@ -7,7 +7,6 @@ verdict -> baseline/report together.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness import toggles as toggle_registry
-from harness.baseline import BaselineError, baseline_path, load_baseline, record_of, save_baseline, scrub_paths
+from harness.baseline import (BaselineError, baseline_path, current_commit, load_baseline, record_of, save_baseline,
+                              scrub_paths)
 from harness.diff import Diff, compare
 from harness.measure import MeasureSettings, measure, perf_counter_timer
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
@@ -327,14 +327,6 @@ def bench(request: pytest.FixtureRequest, variant: dict[str, str]) -> BenchCase:
     return BenchCase(session, request, variant, marker.kwargs["pipeline"], swept)
 
 
-def _git_commit(root: Path) -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
-
-
 def _session_diff(bench_session: BenchSession) -> Diff:
     """This run against its baseline file, with the verdicts judged case by case during the run."""
     config = bench_session.config
@@ -361,7 +353,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         records = list(bench_session.records.values())
         path = bench_session.baseline_file
         save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
-                      bench_session.fingerprint, records, config.getoption("--bench-reason"), _git_commit(config.rootpath))
+                      bench_session.fingerprint, records, config.getoption("--bench-reason"), current_commit(config.rootpath))
         bench_session.saved_to = path
 
 
