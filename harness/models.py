@@ -30,6 +30,10 @@ class LoadSpec:
     device: str  # "cpu" or "cuda"
     dtype: str  # "float32" / "bfloat16" / "float16"
     quantization: str = "none"  # "none" / "int8" / "nf4"
+    # Opt-ins, off unless the user asks (--bench-trust-remote-code, --bench-allow-pickle-weights): a model
+    # directory's Python code, and pickled weights, both run arbitrary code when loaded.
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
 
 
 @dataclass
@@ -79,28 +83,66 @@ def _quantization_config(quantization: str, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def check_weight_files(path: Path, allow_pickle_weights: bool) -> None:
+    """Refuse a directory whose weights are pickles, unless the user opted in: unpickling runs code."""
+    if any(path.glob("*.safetensors")) or allow_pickle_weights:
+        return
+    pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in path.glob(pattern))
+    found = f"holds only pickled weights ({', '.join(pickles)})" if pickles else "holds no *.safetensors weights"
+    raise ModelLoadError(
+        f"--bench-model {path} {found}; convert them to safetensors (model.save_pretrained(dir, "
+        "safe_serialization=True) in a trusted environment), or opt in with --bench-allow-pickle-weights "
+        "if you trust the file: unpickling runs arbitrary code"
+    )
+
+
+def _load_error(path: Path, spec: LoadSpec, error: Exception) -> ModelLoadError:
+    text = str(error)
+    if "trust_remote_code" in text and not spec.trust_remote_code:
+        return ModelLoadError(f"--bench-model {path} needs the Python code shipped in the model directory; read it, "
+                              "then opt in with --bench-trust-remote-code ({})".format(text.splitlines()[0]))
+    if "Unrecognized configuration class" in text:
+        return ModelLoadError(f"--bench-model {path} is not a causal language model ({text.splitlines()[0]}); "
+                              "the pipelines need a model that AutoModelForCausalLM loads")
+    return ModelLoadError(f"cannot load {path} as a causal LM: {text}")
+
+
+def _ensure_pad_token(tokenizer, path: Path) -> None:
+    """Decoder-only models often ship without a pad token; padding with EOS is masked out anyway."""
+    if tokenizer.pad_token is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise ModelLoadError(f"the tokenizer of {path} has neither a pad token nor an EOS token, so batches cannot be "
+                             "padded; set pad_token (or eos_token) in its tokenizer_config.json")
+    tokenizer.pad_token = tokenizer.eos_token
+
+
 def load_model(spec: LoadSpec) -> LoadedModel:
-    """Load through `from_pretrained` from a local directory: safetensors only, no remote code."""
+    """Load through `from_pretrained` from a local directory: safetensors only, no remote code (unless opted in)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_path(spec.source)
+    check_weight_files(path, spec.allow_pickle_weights)
     dtype = getattr(torch, spec.dtype)
-    kwargs: dict = {"dtype": dtype, "local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
+    kwargs: dict = {"dtype": dtype, "local_files_only": True, "trust_remote_code": spec.trust_remote_code,
+                    "use_safetensors": None if spec.allow_pickle_weights else True}
     if spec.quantization != "none":
         _silence_bitsandbytes()
         kwargs["quantization_config"] = _quantization_config(spec.quantization, dtype)
         kwargs["device_map"] = spec.device
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False, padding_side="left")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code,
+                                                  padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load {path} as a causal LM from safetensors: {error}") from error
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(path, spec, error) from error
     if spec.quantization == "none":
         model = model.to(spec.device)
     model.eval()
-    if tokenizer.pad_token is None:
-        # Decoder-only models often ship without one; padding with EOS is masked out anyway.
-        tokenizer.pad_token = tokenizer.eos_token
+    _ensure_pad_token(tokenizer, path)
     return LoadedModel(spec, model, tokenizer, path)
 
 

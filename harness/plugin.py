@@ -19,6 +19,7 @@ from harness import toggles as toggle_registry
 from harness.baseline import (BaselineError, baseline_path, current_commit, load_baseline, record_of, save_baseline,
                               scrub_paths)
 from harness.diff import Diff, compare
+from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
 from harness.measure import MeasureSettings, measure, perf_counter_timer
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
@@ -52,6 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(harness diff/accept read it); repeatable")
     group.addoption("--bench-progress", default="auto", choices=PROGRESS_MODES,
                     help="a progress bar per case (items, round): auto (default: on a terminal, outside CI), on, off")
+    group.addoption("--bench-timeout", type=float, default=3600.0, metavar="SECONDS",
+                    help="time limit of one case, its reference included (default 3600; 0: none): a hung case "
+                         "fails with a message and the others go on")
+    group.addoption("--bench-trust-remote-code", action="store_true",
+                    help="let a model directory's own Python code run (transformers' trust_remote_code); off by default")
+    group.addoption("--bench-allow-pickle-weights", action="store_true",
+                    help="load weights that are not safetensors (pickles run code when loaded); off by default")
     group.addoption("--bench-ratchet", action="store_true",
                     help="fail a case that improved beyond its baseline, so baselines do not go stale")
 
@@ -182,8 +190,10 @@ class BenchCase:
         return toggle_registry.reference_variant(self.swept)
 
     def load_spec(self, variant: dict[str, str]) -> LoadSpec:
-        device = self.session.device
-        return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"))
+        device, config = self.session.device, self.session.config
+        return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"),
+                        trust_remote_code=config.getoption("--bench-trust-remote-code"),
+                        allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"))
 
     def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
         """A model for the case (a candidate, a sibling; by default the session's own model), on the
@@ -201,8 +211,17 @@ class BenchCase:
     def run(self, group: str, pipeline: Callable[[object, object, dict[str, str]], PipelineOutput],
             warm_up: Callable[[object, object, dict[str, str]], object] | None = None) -> CaseRecord:
         """Measure `pipeline(model, tokenizer, variant)` under this case's variant, judge it, record it."""
-        reference = self._reference_record(group, pipeline, warm_up)
-        record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
+        case_id = self._case_id(group, self.variant)
+        try:
+            with time_limit(self.session.config.getoption("--bench-timeout"), case_id):
+                reference = self._reference_record(group, pipeline, warm_up)
+                record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
+        except (CaseFailure, ModelLoadError) as error:
+            pytest.fail(str(error), pytrace=False)
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            pytest.fail(str(out_of_memory_failure(case_id, self.session.device, error)), pytrace=False)
         verdict = self._judge(record, reference)
         self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record, verdict))
         config = self.session.config

@@ -449,7 +449,10 @@ def judge(
     finding improved; else PASSED.
     """
     findings: list[Finding] = []
-    if baseline is not None:
+    if baseline is None:
+        findings.append(Finding("baseline", "baseline", NEW,
+                                "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
+    else:
         findings += _speed_findings(current, baseline, policy)
         findings.append(_record_quality_finding(current, baseline, "baseline", policy))
         findings += _counter_findings(current, baseline)

@@ -514,9 +514,10 @@ def test_beating_the_reference_is_not_an_improvement_to_record() -> None:
 def test_reference_is_not_judged_against_itself() -> None:
     reference = make_record()
     verdict = judge(reference, None, reference)
-    assert verdict.findings == ()
+    assert [(f.metric, f.status) for f in verdict.findings] == [("baseline", NEW)]  # nothing against itself
     assert verdict.status == NEW
-    assert verdict.message == "eval[math]: new"
+    assert verdict.message == ("eval[math]: not in the baseline yet: record it with --bench-save-baseline or "
+                               "harness accept [vs baseline]")
 
 
 def test_reference_with_a_different_item_set_is_not_comparable() -> None:

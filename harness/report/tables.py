@@ -16,7 +16,7 @@ from harness.diff import MISSING, STATUSES, CaseDiff, Diff
 from harness.records import CaseRecord
 from harness.results import REPORT_SCHEMA_VERSION, Acceptance, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
-from harness.verdict import IMPROVED, PASSED, REGRESSED
+from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 NO_VALUE = "—"
 TERMINAL_WIDTH = 120
@@ -119,7 +119,7 @@ def headline_finding(case: CaseDiff) -> str:
     """The message of the first finding that carries the verdict's status (else the first non-passed one)."""
     if case.status == MISSING:
         return "in the baseline, not in this run"
-    if case.verdict is None:
+    if case.verdict is None or case.status == NEW:  # every new case says the same: record it (in the details)
         return ""
     findings = list(case.verdict.findings)
     for finding in findings:

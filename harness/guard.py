@@ -1,0 +1,63 @@
+"""Failing one case cleanly so that the others go on: a time limit per case, and out-of-memory errors,
+each turned into a message that names the fix."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class CaseFailure(Exception):
+    """A case that cannot finish; the message says why and what to change."""
+
+
+@contextmanager
+def time_limit(seconds: float, case_id: str) -> Iterator[None]:
+    """Raise CaseFailure in the case if it runs past `seconds` (0: no limit).
+
+    SIGALRM interrupts Python code between bytecodes, and a long native call when it returns, so a loop
+    that never ends is stopped; it needs the main thread of a POSIX process (elsewhere, no limit applies).
+    """
+    usable = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame) -> None:
+        raise CaseFailure(f"{case_id} ran past its time limit of {seconds:g} s and was stopped; if it is merely slow, "
+                          "raise --bench-timeout (0: no limit) or give it fewer items, else look for a loop that "
+                          "never ends (a stopping criterion that never fires, a generate without max_new_tokens)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def out_of_memory_failure(case_id: str, device: str, error: BaseException) -> CaseFailure:
+    """Free what the failed case held, and say how to make it fit."""
+    gc.collect()
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CaseFailure(f"{case_id} ran out of memory on {device} ({first_line}); the other cases go on. To make it "
+                       "fit: fewer items per batch (batching=static8 instead of dynamic, or a smaller token budget), "
+                       "a quantization variant, a smaller model, or a device with more memory")

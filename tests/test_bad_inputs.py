@@ -1,0 +1,219 @@
+"""The bad-input matrix: every input that can be wrong fails with a message naming the fix, and loses nothing.
+
+Rows covered elsewhere, each asserting its message:
+- corrupt JSON baseline, schema-version mismatch, another device class or model, a case entry that does not
+  parse, two processes saving at once, a crash mid-write: `tests/test_baseline.py`;
+- a corrupt baseline in a real run (every case fails with the fix, the file is kept): `tests/test_plugin.py`;
+- a result file that is not one, or of another schema, for `harness diff`: `tests/test_diff.py`;
+- dataset JSONL with bad lines, duplicate ids, no items: `tests/test_jsonl.py`;
+- matplotlib missing for the HTML report: `tests/test_html_report.py`;
+- attention weights asked of a non-eager model: `tests/test_detection.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import DistilBertConfig, DistilBertModel, LlamaConfig, LlamaForCausalLM
+
+from harness import toggles
+from harness.baseline import save_baseline
+from harness.embedded import REFERENCE_MODEL
+from harness.models import LoadSpec, ModelLoadError, _ensure_pad_token, load_model, model_path, resolve_device
+from harness.verdict import NEW, judge
+
+from diff_fixtures import recorded
+
+pytest_plugins = ["pytester"]
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def model_dir(tmp_path: Path, model: torch.nn.Module, safe: bool = True) -> Path:
+    """A local model directory: the given model's weights and config, with the embedded tokenizer."""
+    directory = tmp_path / "model"
+    if safe:
+        model.save_pretrained(directory)
+    else:  # transformers 5 writes only safetensors: pickle the weights the way older checkpoints were
+        model.config.save_pretrained(directory)
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    for name in TOKENIZER_FILES:
+        shutil.copy(REFERENCE_MODEL / name, directory / name)
+    return directory
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    config = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    return LlamaForCausalLM(config)
+
+
+def spec(path: Path, **opt_ins: bool) -> LoadSpec:
+    return LoadSpec(str(path), "cpu", "float32", **opt_ins)
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+def test_model_path_without_config(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no config.json there; give a local Hugging Face model directory"):
+        model_path(str(tmp_path / "nowhere"))
+
+
+def test_a_model_that_is_not_a_causal_lm(tmp_path: Path) -> None:
+    config = DistilBertConfig(vocab_size=128, dim=16, hidden_dim=32, n_layers=1, n_heads=2)
+    path = model_dir(tmp_path, DistilBertModel(config))
+    with pytest.raises(ModelLoadError, match=r"is not a causal language model .*AutoModelForCausalLM"):
+        load_model(spec(path))
+
+
+def test_pickled_weights_are_refused_unless_opted_in(tmp_path: Path) -> None:
+    path = model_dir(tmp_path, tiny_llama(), safe=False)
+    assert not list(path.glob("*.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"holds only pickled weights \(pytorch_model.bin\); convert them to "
+                                             r"safetensors .* --bench-allow-pickle-weights"):
+        load_model(spec(path))
+    loaded = load_model(spec(path, allow_pickle_weights=True))
+    assert isinstance(loaded.model, LlamaForCausalLM)
+
+
+MODELING = '''
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class ShippedConfig(LlamaConfig):
+    model_type = "shipped-llama"
+
+
+class ShippedForCausalLM(LlamaForCausalLM):
+    config_class = ShippedConfig
+'''
+
+
+def test_remote_code_is_refused_unless_opted_in(tmp_path: Path) -> None:
+    path = model_dir(tmp_path, tiny_llama())
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="shipped-llama", auto_map={"AutoConfig": "modeling_shipped.ShippedConfig",
+                                                        "AutoModelForCausalLM": "modeling_shipped.ShippedForCausalLM"})
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "modeling_shipped.py").write_text(MODELING)
+    with pytest.raises(ModelLoadError, match=r"needs the Python code shipped in the model directory; read it, then opt "
+                                             r"in with --bench-trust-remote-code"):
+        load_model(spec(path))
+    loaded = load_model(spec(path, trust_remote_code=True))
+    assert type(loaded.model).__name__ == "ShippedForCausalLM"
+
+
+def test_tokenizer_without_pad_token_pads_with_eos_and_without_either_is_refused(tmp_path: Path) -> None:
+    tokenizer = SimpleNamespace(pad_token=None, eos_token="</s>")
+    _ensure_pad_token(tokenizer, tmp_path)
+    assert tokenizer.pad_token == "</s>"
+    with pytest.raises(ModelLoadError, match="has neither a pad token nor an EOS token.*set pad_token"):
+        _ensure_pad_token(SimpleNamespace(pad_token=None, eos_token=None), tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_requested_but_absent() -> None:
+    with pytest.raises(ModelLoadError, match="--bench-device cuda was requested but torch sees no CUDA device; use "
+                                             "--bench-device cpu or auto"):
+        resolve_device("cuda")
+
+
+# --- toggles and optional dependencies -----------------------------------------------------------------------
+
+
+def test_unknown_toggle_value() -> None:
+    with pytest.raises(toggles.ToggleError, match=r"toggle 'kv_cache' has no value 'maybe'; values: off, on"):
+        toggles.variants({"kv_cache": ("maybe",)}, "ablation")
+
+
+def test_missing_optional_dependency_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(toggles, "_installed", lambda module: module != "bitsandbytes")
+    reason = toggles.unavailable_reason({"quantization": "nf4"}, "cpu")
+    assert reason == "quantization=nf4 needs bitsandbytes: pip install 'pytest-llm-harness[quant]'"
+
+
+# --- baselines -----------------------------------------------------------------------------------------------
+
+
+def test_baseline_missing_a_case_says_how_to_record_it() -> None:
+    record = next(iter(recorded().records.values()))
+    verdict = judge(record, None, None)
+    assert verdict.status == NEW
+    assert "not in the baseline yet: record it with --bench-save-baseline or harness accept" in verdict.message
+
+
+def test_saved_baseline_holds_no_environment_values(tmp_path: Path, monkeypatch) -> None:
+    secret = "hf_s3cr3t-token-value-0123456789"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    results = recorded()
+    path = tmp_path / "baseline.json"
+    save_baseline(path, results.device_class, results.model_id, {**results.fingerprint, "cwd": os.getcwd()},
+                  list(results.records.values()), "reason", "abc1234")
+    text = path.read_text()
+    assert secret not in text and os.getcwd() not in text and str(Path.home()) + "/" not in text
+    values = {v for v in os.environ.values() if len(v) >= 12 and "/" not in v}
+    assert not [v for v in values if v in text]
+
+
+# --- a case that fails must not take the others with it ------------------------------------------------------
+
+CASES = '''
+import time
+import pytest
+import torch
+from harness.records import PipelineOutput
+
+
+def output():
+    return PipelineOutput(quality={"accuracy": 1.0}, counters={"generated_tokens": 1}, item_ids=["a"],
+                          item_scores=[1.0], item_outputs=["x"])
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"]})
+def test_fine(bench):
+    bench.run(group="fine", pipeline=lambda model, tokenizer, variant: output())
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"]})
+def test_trouble(bench):
+    def pipeline(model, tokenizer, variant):
+        if variant["kv_cache"] == "on":
+            TROUBLE
+        return output()
+
+    bench.run(group="trouble", pipeline=pipeline)
+'''
+
+
+def run_cases(pytester: pytest.Pytester, trouble: str, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_cases=CASES.replace("TROUBLE", trouble))
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-rounds", "1", *args)
+
+
+def test_out_of_memory_fails_its_case_and_the_others_go_on(pytester: pytest.Pytester) -> None:
+    result = run_cases(pytester, 'raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")')
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*eval[[]trouble|kv_cache=on] ran out of memory on cpu (CUDA out of memory. Tried to "
+                                 "allocate 20.00 GiB); the other cases go on. To make it fit: fewer items per batch*"])
+
+
+def test_a_hung_case_hits_its_time_limit_and_the_others_go_on(pytester: pytest.Pytester) -> None:
+    # 10 s: the first case's limit also covers loading the model
+    result = run_cases(pytester, "while True: time.sleep(0.01)", "--bench-timeout", "10")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*eval[[]trouble|kv_cache=on] ran past its time limit of 10 s and was stopped; if it "
+                                 "is merely slow, raise --bench-timeout*"])
+
+
+def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cases=CASES.replace('["on"]', '["maybe"]', 1).replace("TROUBLE", "pass"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*toggle 'kv_cache' has no value 'maybe'; values: off, on*"])
