@@ -205,10 +205,10 @@ def test_out_of_memory_fails_its_case_and_the_others_go_on(pytester: pytest.Pyte
 
 
 def test_a_hung_case_hits_its_time_limit_and_the_others_go_on(pytester: pytest.Pytester) -> None:
-    # 10 s: the first case's limit also covers loading the model
-    result = run_cases(pytester, "while True: time.sleep(0.01)", "--bench-timeout", "10")
+    # 6 s: the first case's limit also covers loading the model
+    result = run_cases(pytester, "while True: time.sleep(0.01)", "--bench-timeout", "6")
     result.assert_outcomes(passed=3, failed=1)
-    result.stdout.fnmatch_lines(["*eval[[]trouble|kv_cache=on] ran past its time limit of 10 s and was stopped; if it "
+    result.stdout.fnmatch_lines(["*eval[[]trouble|kv_cache=on] ran past its time limit of 6 s and was stopped; if it "
                                  "is merely slow, raise --bench-timeout*"])
 
 
