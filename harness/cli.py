@@ -19,9 +19,8 @@ from harness.baseline import BaselineError, baseline_path, current_commit, save_
 from harness.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.report import render, terminal_table, write_report
 from harness.results import BASELINE, ResultSet, ResultsError, read_results
-from harness.verdict import IMPROVED, REGRESSED, GatePolicy
+from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy
 
-DEFAULT_SPEED_FACTOR = 2.0  # the plugin's --bench-speed-factor default
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +90,7 @@ def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> 
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = read_results(args.old), read_results(args.new)
-    policy = GatePolicy(speedup_factor=args.speed_factor, time_factor=args.speed_factor)
+    policy = GatePolicy.for_speed_factor(args.speed_factor)
     diff = compare(old, new, policy, cross_device=args.cross_device)
     _emit(diff, args)
     return _verdict_code(diff, args, args.allow_missing)

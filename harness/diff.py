@@ -91,7 +91,7 @@ def _judged(record: CaseRecord, baseline: CaseRecord | None, new: ResultSet, pol
 def compare(
     old: ResultSet | None,
     new: ResultSet,
-    policy: GatePolicy = GatePolicy(),
+    policy: GatePolicy | None = None,
     cross_device: bool = False,
     verdicts: dict[str, Verdict] | None = None,
     missing_within_groups_run: bool = False,
@@ -103,6 +103,7 @@ def compare(
     subset (`-k eval`) lists as missing only the baseline cases of the pipelines and groups it ran
     (`missing_within_groups_run`).
     """
+    policy = policy or GatePolicy.for_speed_factor()
     speed_judged = True
     if old is not None:
         _check_comparable(old, new, cross_device)

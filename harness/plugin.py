@@ -27,7 +27,7 @@ from harness.records import CaseRecord, PipelineOutput, differing_items
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
-from harness.verdict import IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
+from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _WARM_UP_ITEMS = 2
@@ -42,9 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="variants per case: ablation (reference, each toggle alone, all on), "
                          "leave-one-out (reference, all on, all on but one; default), full (cross product)")
     group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per variant (default 3)")
-    group.addoption("--bench-speed-factor", type=float, default=2.0,
-                    help="a speed change must exceed this factor (and be significant) to count; default 2.0, "
-                         "the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
+    group.addoption("--bench-speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
+                    help=f"a speed change must exceed this factor (and be significant) to count; default "
+                         f"{DEFAULT_SPEED_FACTOR}, the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
     group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
     group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
     group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
@@ -292,7 +292,7 @@ class BenchCase:
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
         factor = self.session.config.getoption("--bench-speed-factor")
-        policy = GatePolicy(speedup_factor=factor, time_factor=factor)
+        policy = GatePolicy.for_speed_factor(factor)
         verdict = judge(record, baseline, reference, policy, neighbours=one_toggle_neighbours(record, self.session.records.values()))
         self.session.verdicts[record.case_id] = verdict
         return verdict

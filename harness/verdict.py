@@ -65,6 +65,11 @@ class Verdict:
         return "\n".join(lines) or f"{self.case_id}: {self.status}"
 
 
+# How much a speed must change, beyond significance, to count, in the plugin and `harness diff` alike: the
+# between-run spread of a 1-second round on a 2-core CPU reached 1.66x.
+DEFAULT_SPEED_FACTOR = 2.0
+
+
 @dataclass(frozen=True)
 class GatePolicy:
     speed_alpha: float = 0.05  # significance for speed (3-round samples cannot reach smaller p with Mann-Whitney)
@@ -76,6 +81,12 @@ class GatePolicy:
     min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
     min_rounds: int = 3  # fewer timed rounds on either side cannot show significance: speed is not judged
     judge_speed: bool = True  # False across device classes: only quality, counters and fidelity are judged
+
+    @classmethod
+    def for_speed_factor(cls, factor: float = None) -> GatePolicy:
+        """The gate's policy: one factor for a variant's speedup and for the reference's own time."""
+        factor = DEFAULT_SPEED_FACTOR if factor is None else factor
+        return cls(speedup_factor=factor, time_factor=factor)
 
 
 # --- speed -------------------------------------------------------------------------------------
@@ -476,6 +487,7 @@ def judge(
 
 
 __all__ = [
+    "DEFAULT_SPEED_FACTOR",
     "FIDELITY_CLASSES",
     "IMPROVED",
     "NEW",

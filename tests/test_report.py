@@ -209,3 +209,25 @@ def test_unknown_suffix(session: Diff, tmp_path: Path, name: str) -> None:
         write_report(tmp_path / name, session)
     assert name in str(info.value)
     assert not (tmp_path / name).exists()
+
+
+def test_markdown_stays_under_the_pull_request_comment_limit() -> None:
+    import copy
+
+    from diff_fixtures import as_run, recorded
+    from harness.report.tables import MARKDOWN_LIMIT
+
+    run = as_run(recorded())
+    many = {}
+    for copy_index in range(12):  # 240 real records under distinct ids
+        for case_id, record in run.records.items():
+            clone = copy.deepcopy(record)
+            clone.case_id = case_id.replace("[", f"[g{copy_index}-", 1)
+            clone.group = f"g{copy_index}-{clone.group}"
+            many[clone.case_id] = clone
+    run.records = many
+    text = markdown_report(compare(None, run))
+    assert len(text) <= MARKDOWN_LIMIT
+    assert "every finding is in the HTML and JSON reports" in text or "passed findings: see the HTML" in text
+    small = markdown_report(compare(recorded(), as_run(recorded())))
+    assert "passed findings: see" not in small and "- findings:" in small  # everything, when it fits

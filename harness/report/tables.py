@@ -14,7 +14,7 @@ import pandas as pd
 from harness.baseline import scrub_paths
 from harness.diff import MISSING, STATUSES, CaseDiff, Diff
 from harness.records import CaseRecord
-from harness.results import REPORT_SCHEMA_VERSION, Acceptance, verdict_to_dict
+from harness.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
@@ -221,7 +221,8 @@ def source_line(diff: Diff) -> str:
     facts = ", ".join(str(v) for v in (new.fingerprint.get("torch") and f"torch {new.fingerprint['torch']}",
                                        new.fingerprint.get("transformers") and
                                        f"transformers {new.fingerprint['transformers']}") if v)
-    line = f"{new.kind} `{new.source}` ({new.device_class}, {new.model_id}{', ' + facts if facts else ''})"
+    what = "this run" if new.kind == RUN else f"{new.kind} `{new.source}`"
+    line = f"{what} ({new.device_class}, {new.model_id}{', ' + facts if facts else ''})"
     if diff.old is None:
         return line + " with no baseline"
     line += f" against {diff.old.kind} `{diff.old.source}`"
@@ -378,17 +379,56 @@ def markdown_report(diff: Diff) -> str:
     lines += _md_case_list("Missing from this run", diff.of(MISSING), lambda c: [headline_finding(c)])
     reaccepted = [case for case in diff.cases if case.reaccepted is not None]
     lines += _md_case_list("Baseline changes accepted", reaccepted, lambda c: [acceptance_label(c.reaccepted)])
-    for pipeline, rows in _by_pipeline(summary_frame(diff)).items():
+    frame = summary_frame(diff)
+    tables = _md_tables(frame)
+    if len("\n".join(lines + tables)) > MARKDOWN_LIMIT:  # a large run: the rows that passed make way
+        passed = int((frame["verdict"] == PASSED).sum())
+        tables = [f"{passed} passed cases are left out of these tables (all of them are in the HTML and JSON "
+                  "reports).", ""] + _md_tables(frame[frame["verdict"] != PASSED])
+    head = _within(lines + tables, MARKDOWN_LIMIT - 200)
+    return head + "\n" + _md_details_within(diff, MARKDOWN_LIMIT - len(head) - 1)
+
+
+def _md_tables(frame: pd.DataFrame) -> list[str]:
+    lines = []
+    for pipeline, rows in _by_pipeline(frame).items():
         lines += [f"### {pipeline}", ""] + _md_table(rows) + [""]
-    if diff.cases:
-        lines += ["<details><summary>Details per case</summary>", ""]
+    return lines
+
+
+def _within(lines: list[str], room: int) -> str:
+    """Whole lines up to `room` characters, then a line saying how many were left out."""
+    kept, used = [], 0
+    for line in lines:
+        if used + len(line) + 1 > room:
+            kept.append(f"... {len(lines) - len(kept)} more lines are in the HTML and JSON reports.")
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return "\n".join(kept)
+
+
+# GitHub refuses a comment over 65,536 characters; keep a margin for what a workflow adds around the report.
+MARKDOWN_LIMIT = 60_000
+
+
+def _md_details_within(diff: Diff, room: int) -> str:
+    """The folded details: with every finding when they fit the comment limit, else with the findings that
+    did not pass, else a pointer to the HTML and JSON reports, which hold everything."""
+    if not diff.cases:
+        return ""
+    for passed_findings in (True, False):
+        lines = ["<details><summary>Details per case</summary>", ""]
         for case in diff.cases:
-            lines += _md_details(case)
-        lines += ["</details>", ""]
-    return "\n".join(lines)
+            lines += _md_details(case, passed_findings)
+        text = "\n".join(lines + ["</details>", ""])
+        if len(text) <= room:
+            return text
+    return ("Details per case left out to keep this report under GitHub's comment limit: every finding is in the "
+            "HTML and JSON reports.\n")
 
 
-def _md_details(case: CaseDiff) -> list[str]:
+def _md_details(case: CaseDiff, passed_findings: bool = True) -> list[str]:
     record = case.current or case.baseline
     speed = record.speed
     rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
@@ -408,9 +448,12 @@ def _md_details(case: CaseDiff) -> list[str]:
         lines.append(f"- fidelity classes: {', '.join(f'{k}: {v}' for k, v in record.fidelity.items())}")
     if case.accepted is not None:
         lines.append(f"- baseline accepted: {acceptance_label(case.accepted)}")
-    if case.verdict is not None and case.verdict.findings:
+    findings = [f for f in (case.verdict.findings if case.verdict else ()) if passed_findings or f.status != PASSED]
+    if findings:
         lines.append("- findings:")
-        lines += [f"  - {f.status} ({f.metric} vs {f.against}): {f.message}" for f in case.verdict.findings]
+        lines += [f"  - {f.status} ({f.metric} vs {f.against}): {f.message}" for f in findings]
+    if len(findings) < len(case.verdict.findings if case.verdict else ()):
+        lines.append(f"- {len(case.verdict.findings) - len(findings)} passed findings: see the HTML or JSON report")
     lines.append("")
     return lines
 
