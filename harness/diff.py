@@ -82,8 +82,9 @@ def _references(records: Iterable[CaseRecord]) -> dict[tuple[str, str], CaseReco
     return {(r.pipeline, r.group): r for r in records if r.is_reference}
 
 
-def _judged(record: CaseRecord, baseline: CaseRecord | None, new: ResultSet, policy: GatePolicy) -> Verdict:
-    reference = _references(new.records.values()).get((record.pipeline, record.group))
+def _judged(record: CaseRecord, baseline: CaseRecord | None, new: ResultSet, policy: GatePolicy,
+            references: dict[tuple[str, str], CaseRecord]) -> Verdict:
+    reference = references.get((record.pipeline, record.group))
     neighbours = one_toggle_neighbours(record, new.records.values())
     return judge(record, baseline, reference, policy, neighbours=neighbours)
 
@@ -111,10 +112,11 @@ def compare(
     if not speed_judged:
         policy = replace(policy, judge_speed=False)
     baseline_records = old.records if old is not None else {}
+    references = _references(new.records.values())
     cases = []
     for case_id, record in new.records.items():
         baseline = baseline_records.get(case_id)
-        verdict = (verdicts or {}).get(case_id) or _judged(record, baseline, new, policy)
+        verdict = (verdicts or {}).get(case_id) or _judged(record, baseline, new, policy, references)
         cases.append(CaseDiff(
             case_id, record.pipeline, verdict.status, record, baseline, verdict,
             accepted=old.acceptances.get(case_id) if old is not None else None,

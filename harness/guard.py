@@ -44,12 +44,9 @@ def time_limit(seconds: float, case_id: str) -> Iterator[None]:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
-    text = str(error)
-    return isinstance(error, (RuntimeError, MemoryError)) and (
-        isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
-    )
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in ("out of memory", "can't allocate memory"))
 
 
 def out_of_memory_failure(case_id: str, device: str, error: BaseException) -> CaseFailure:

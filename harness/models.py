@@ -103,7 +103,7 @@ def _load_error(path: Path, spec: LoadSpec, error: Exception) -> ModelLoadError:
     text = str(error)
     if "trust_remote_code" in text and not spec.trust_remote_code:
         return ModelLoadError(f"--bench-model {path} needs the Python code shipped in the model directory; read it, "
-                              "then opt in with --bench-trust-remote-code ({})".format(text.splitlines()[0]))
+                              f"then opt in with --bench-trust-remote-code ({text.splitlines()[0]})")
     if "Unrecognized configuration class" in text:
         return ModelLoadError(f"--bench-model {path} is not a causal language model ({text.splitlines()[0]}); "
                               "the pipelines need a model that AutoModelForCausalLM loads")

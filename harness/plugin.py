@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import toggles as toggle_registry
-from harness.baseline import (BaselineError, baseline_path, current_commit, load_baseline, record_of, save_baseline,
+from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
                               scrub_paths)
 from harness.diff import Diff, compare
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
@@ -133,9 +133,6 @@ class BenchSession:
     models: ModelCache = field(default_factory=ModelCache)
     records: dict[str, CaseRecord] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
-    _baseline: object = None
-    _baseline_error: BaselineError | None = None
-    _baseline_loaded: bool = False
     saved_to: Path | None = None
     diff: Diff | None = None  # this run against its baseline, built at session end
 
@@ -154,25 +151,24 @@ class BenchSession:
             directory = Path(self.config.rootpath) / directory
         return baseline_path(directory, self.fingerprint["device_class"], model_id(self.model_source))
 
+    @cached_property
+    def baseline(self) -> BaselineFile | BaselineError | None:
+        """The baseline file, read once: None when there is none yet, the error when it cannot be used."""
+        try:
+            return load_baseline(self.baseline_file, self.fingerprint["device_class"], model_id(self.model_source))
+        except BaselineError as error:
+            return error
+
     def baseline_set(self) -> ResultSet | None:
         """The baseline as a result set for the session's report; None when there is none or it is unusable."""
-        try:
-            self.baseline_record("")
-        except BaselineError:
+        if not isinstance(self.baseline, BaselineFile):
             return None
-        return None if self._baseline is None else baseline_results(self._baseline, os.path.relpath(
-            self.baseline_file, self.config.rootpath))
+        return baseline_results(self.baseline, os.path.relpath(self.baseline_file, self.config.rootpath))
 
     def baseline_record(self, case_id: str) -> CaseRecord | None:
-        if not self._baseline_loaded:
-            self._baseline_loaded = True
-            try:
-                self._baseline = load_baseline(self.baseline_file, self.fingerprint["device_class"], model_id(self.model_source))
-            except BaselineError as error:
-                self._baseline_error = error
-        if self._baseline_error is not None:
-            raise self._baseline_error
-        return record_of(self._baseline, case_id) if self._baseline is not None else None
+        if isinstance(self.baseline, BaselineError):
+            raise self.baseline
+        return record_of(self.baseline, case_id) if self.baseline is not None else None
 
 
 @dataclass
@@ -353,8 +349,8 @@ def _session_diff(bench_session: BenchSession) -> Diff:
                     dict(bench_session.fingerprint), dict(bench_session.records))
     baseline = bench_session.baseline_set()
     diff = compare(baseline, run, verdicts=bench_session.verdicts, missing_within_groups_run=True)
-    if bench_session._baseline_error is not None:
-        diff.notes.append(f"baseline not used: {bench_session._baseline_error}")
+    if isinstance(bench_session.baseline, BaselineError):
+        diff.notes.append(f"baseline not used: {bench_session.baseline}")
     if config.getoption("--bench-save-baseline"):
         diff.notes.append("--bench-save-baseline: regressions did not fail this run; the results became the baseline")
     return diff

@@ -83,7 +83,7 @@ class GatePolicy:
     judge_speed: bool = True  # False across device classes: only quality, counters and fidelity are judged
 
     @classmethod
-    def for_speed_factor(cls, factor: float = None) -> GatePolicy:
+    def for_speed_factor(cls, factor: float | None = None) -> GatePolicy:
         """The gate's policy: one factor for a variant's speedup and for the reference's own time."""
         factor = DEFAULT_SPEED_FACTOR if factor is None else factor
         return cls(speedup_factor=factor, time_factor=factor)

@@ -22,7 +22,6 @@ from harness.report import plots
 from harness.report.plots import STATUS_COLOURS, PlotCase
 from harness.report.tables import (
     ACCEPT_HINT,
-    NO_VALUE,
     agreement_label,
     findings_by_message,
     number_label,
@@ -32,6 +31,8 @@ from harness.report.tables import (
     dominated_by,
     headline,
     headline_finding,
+    quality_parts,
+    speedup_parts,
     summary_frame,
 )
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
@@ -216,16 +217,17 @@ def _plots(index: int, pipeline: str, plot_cases: list[PlotCase], key: str) -> s
     return "".join(parts)
 
 
+def _nowrap_parts(parts: tuple[str, str | None]) -> str:
+    """The cell and its `(was ...)` / `(delta)` part, each kept on one line."""
+    main, extra = parts
+    cell = f'<span class="nw">{_text(main)}</span>'
+    return cell if extra is None else cell + f' <span class="nw">({_text(extra)})</span>'
+
+
 def _cells(number: int, row: pd.Series, variants: dict[str, str], numbers: dict[str, int]) -> str:
     """One table row, with the Markdown table's columns (`tables._md_row`) plus the key's number."""
     status = row["verdict"]
-    was = row["baseline speedup"].partition(" ")[0]
-    speedup = f'<span class="nw">{_text(row["speedup"])}</span>'
-    if was != NO_VALUE:
-        speedup += f' <span class="nw">(was {_text(was)})</span>'
-    quality = f'<span class="nw">{_text(row["quality"])}</span>'
-    if row["quality delta"] != NO_VALUE:
-        quality += f' <span class="nw">({_text(row["quality delta"])})</span>'
+    speedup, quality = _nowrap_parts(speedup_parts(row)), _nowrap_parts(quality_parts(row))
     variant = _breakable(row["variant"])
     if row["dominated by"]:
         by = row["dominated by"]

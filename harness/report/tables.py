@@ -317,11 +317,25 @@ _MD_NUMERIC = {"items/min", "tok/s", "peak MiB", "agreement"}
 _MD_REASON_MAX = 160
 
 
+def speedup_parts(row: pd.Series) -> tuple[str, str | None]:
+    """A frame row's speedup cell and, when the baseline had one, `was 4.2x` (its ratio only)."""
+    was = row["baseline speedup"].partition(" ")[0]
+    return row["speedup"], None if was == NO_VALUE else f"was {was}"
+
+
+def quality_parts(row: pd.Series) -> tuple[str, str | None]:
+    """A frame row's quality cell and its delta against the baseline, when there is one."""
+    return row["quality"], None if row["quality delta"] == NO_VALUE else row["quality delta"]
+
+
+def _joined(parts: tuple[str, str | None]) -> str:
+    main, extra = parts
+    return main if extra is None else f"{main} ({extra})"
+
+
 def _md_row(row: pd.Series) -> list[str]:
     status = row["verdict"]
-    was = row["baseline speedup"].partition(" ")[0]
-    speedup = row["speedup"] if was == NO_VALUE else f"{row['speedup']} (was {was})"
-    quality = row["quality"] if row["quality delta"] == NO_VALUE else f"{row['quality']} ({row['quality delta']})"
+    speedup, quality = _joined(speedup_parts(row)), _joined(quality_parts(row))
     variant = row["variant"] + (" *(dominated)*" if row["dominated by"] else "")
     reason = "" if status == PASSED else _clip(row["reason"], _MD_REASON_MAX)
     return [

@@ -24,7 +24,6 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.diff import compare
 from harness.results import read_results
 from harness.verdict import REGRESSED
 
@@ -65,13 +64,13 @@ def run_once(pytest_args: list[str]) -> dict:
             raise RuntimeError(f"the gate wrote no report (exit {completed.returncode}):\n{completed.stdout[-3000:]}")
         results = read_results(report)
     cases = {}
-    for case in compare(None, results, verdicts=results.verdicts).cases:
+    for case_id, record in results.records.items():
+        verdict = results.verdicts[case_id]
         regressed = [{"kind": metric_kind(f.metric), "metric": f.metric, "against": f.against, "message": f.message}
-                     for f in case.verdict.findings if f.status == REGRESSED]
-        speedup = case.current.speedup
-        cases[case.case_id] = {"status": case.status, "regressed": regressed,
-                               "speedup": None if speedup is None else round(speedup.ratio, 4),
-                               "median_seconds": round(case.current.speed.median_seconds, 4)}
+                     for f in verdict.findings if f.status == REGRESSED]
+        cases[case_id] = {"status": verdict.status, "regressed": regressed,
+                          "speedup": None if record.speedup is None else round(record.speedup.ratio, 4),
+                          "median_seconds": round(record.speed.median_seconds, 4)}
     return {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exit_code": completed.returncode,
             "seconds": round(seconds, 1), "cpu": cpu_model(), "fingerprint": results.fingerprint, "cases": cases}
 
