@@ -25,3 +25,16 @@ def test_eval(bench, suite):
         return run_eval(model, tokenizer, items, settings)
 
     bench.run(group=suite, pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, items[:2]))
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"early_stop": ["on"]})
+def test_eval_at_scale(bench):
+    # 200 items, so that the paired test sees a 3-point accuracy drop; the cache and batching stay on, which
+    # keeps the reference (early_stop off) fast
+    items = generate_suite("math", n=200, seed=1)
+
+    def pipeline(model, tokenizer, variant, items=items):
+        settings = EvalSettings.from_variant({"kv_cache": "on", "batching": "dynamic", **variant}, SUITES["math"].max_new_tokens)
+        return run_eval(model, tokenizer, items, settings)
+
+    bench.run(group="math-200", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, items[:8]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.records import CaseRecord
+from harness.records import CaseRecord, SpeedNoise
 
 SCHEMA_VERSION = 1
 
@@ -44,7 +45,7 @@ class BaselineFile:
     model_id: str
     fingerprint: dict[str, Any]  # environment fingerprint of the last save
     # case_id -> {"record": CaseRecord.to_dict(), "saved_at": iso, "reason": str, "commit": str|None,
-    #             "fingerprint": dict}
+    #             "fingerprint": dict, and once A/A runs measured it, "speed_noise": SpeedNoise.to_dict()}
     cases: dict[str, dict[str, Any]]
     history: list[dict[str, Any]]  # one entry per save: {"saved_at", "reason", "commit", "cases": [ids]}
     path: Path | None = field(default=None, compare=False)  # where it was read from / written to
@@ -196,7 +197,26 @@ def _parse_case(path: Path, case_id: str, entry: Any) -> CaseRecord:
         problem = f"its record is for case {record.case_id!r}"
     if problem is not None:
         raise BaselineError(path, f"baseline {path}: case {case_id!r} is not a valid case record ({problem}); {fix}")
+    if "speed_noise" in entry:
+        _parse_speed_noise(path, case_id, entry["speed_noise"])
     return record
+
+
+def _parse_speed_noise(path: Path, case_id: str, data: Any) -> SpeedNoise:
+    fix = ("measure it again with python -m harness.studies.gate_study calibrate, or delete the case's "
+           "'speed_noise' entry to gate it by the speed factor")
+    try:
+        noise = SpeedNoise(**data)
+    except TypeError as error:
+        raise BaselineError(path, f"baseline {path}: case {case_id!r} has a speed_noise entry that does not parse "
+                                  f"({error}); {fix}") from None
+    valid = (_is_number(noise.center) and math.isfinite(noise.center) and _is_number(noise.spread)
+             and math.isfinite(noise.spread) and noise.spread >= 0 and isinstance(noise.runs, int)
+             and not isinstance(noise.runs, bool) and noise.runs >= 2 and isinstance(noise.measured, str))
+    if not valid:
+        raise BaselineError(path, f"baseline {path}: case {case_id!r} has an invalid speed_noise entry (center and "
+                                  f"spread finite numbers, spread >= 0, runs >= 2, measured a string); {fix}")
+    return noise
 
 
 def _validate(path: Path, data: Any, device_class: str, model_id: str) -> BaselineFile:
@@ -290,6 +310,14 @@ def record_of(baseline: BaselineFile, case_id: str) -> CaseRecord | None:
     if entry is None:
         return None
     return _parse_case(baseline.path or Path(f"<baseline {baseline.device_class}/{baseline.model_id}>"), case_id, entry)
+
+
+def speed_noise_of(baseline: BaselineFile, case_id: str) -> SpeedNoise | None:
+    """The A/A speed noise stored with a case, or None when it has not been measured."""
+    entry = baseline.cases.get(case_id)
+    if not isinstance(entry, dict) or "speed_noise" not in entry:
+        return None
+    return _parse_speed_noise(baseline.path or Path("<baseline>"), case_id, entry["speed_noise"])
 
 
 # --- saving -------------------------------------------------------------------------------------------------
@@ -411,22 +439,41 @@ def save_baseline(
         current = load_baseline(path, device_class, model_id)
         cases = dict(current.cases) if current else {}
         history = list(current.history) if current else []
-        cases.update(new_entries)
+        cases.update(new_entries)  # a case saved again loses its speed_noise: it was measured against the old record
         history.append({"saved_at": saved_at, "reason": reason, "commit": commit, "cases": sorted(new_entries)})
-        baseline = BaselineFile(
-            device_class=device_class,
-            model_id=model_id,
-            fingerprint=fingerprint,
-            cases=cases,
-            history=history,
-            path=path,
-        )
-        try:
-            text = _dumps(baseline.to_json())
-        except (TypeError, ValueError) as error:
-            raise BaselineError(
-                path, f"cannot write baseline {path}: a record holds a value JSON cannot store ({error})"
-            ) from None
-        _write_atomically(path, text)
+        baseline = BaselineFile(device_class, model_id, fingerprint, cases, history, path=path)
+        _write_baseline(baseline)
+    return baseline
+
+
+def _write_baseline(baseline: BaselineFile) -> None:
+    try:
+        text = _dumps(baseline.to_json())
+    except (TypeError, ValueError) as error:
+        raise BaselineError(
+            baseline.path, f"cannot write baseline {baseline.path}: a record holds a value JSON cannot store ({error})"
+        ) from None
+    _write_atomically(baseline.path, text)
+
+
+def store_speed_noise(path: Path, device_class: str, model_id: str, noise: dict[str, SpeedNoise], reason: str) -> BaselineFile:
+    """Store A/A speed noise with the cases it was measured for, atomically and under the lock; records stay as
+    they are. Every case named must be in the baseline."""
+    path = Path(path)
+    with _exclusive_lock(path):
+        current = load_baseline(path, device_class, model_id)
+        if current is None:
+            raise BaselineError(path, f"no baseline at {path} to store speed noise in; record one with {SAVE_HINT}")
+        unknown = sorted(set(noise) - set(current.cases))
+        if unknown:
+            raise BaselineError(path, f"cannot store speed noise for cases not in baseline {path}: {', '.join(unknown)}")
+        cases = {case_id: dict(entry) for case_id, entry in current.cases.items()}
+        for case_id, case_noise in noise.items():
+            cases[case_id]["speed_noise"] = case_noise.to_dict()
+        saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        history = [*current.history, {"saved_at": saved_at, "reason": reason, "commit": None,
+                                      "cases": sorted(noise), "speed_noise": True}]
+        baseline = BaselineFile(device_class, model_id, current.fingerprint, cases, history, path=path)
+        _write_baseline(baseline)
     return baseline
 

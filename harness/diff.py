@@ -82,11 +82,13 @@ def _references(records: Iterable[CaseRecord]) -> dict[tuple[str, str], CaseReco
     return {(r.pipeline, r.group): r for r in records if r.is_reference}
 
 
-def _judged(record: CaseRecord, baseline: CaseRecord | None, new: ResultSet, policy: GatePolicy,
+def _judged(record: CaseRecord, old: ResultSet | None, new: ResultSet, policy: GatePolicy,
             references: dict[tuple[str, str], CaseRecord]) -> Verdict:
+    baseline = old.records.get(record.case_id) if old is not None else None
+    noise = old.speed_noise.get(record.case_id) if old is not None else None
     reference = references.get((record.pipeline, record.group))
     neighbours = one_toggle_neighbours(record, new.records.values())
-    return judge(record, baseline, reference, policy, neighbours=neighbours)
+    return judge(record, baseline, reference, policy, neighbours=neighbours, noise=noise)
 
 
 def compare(
@@ -116,7 +118,7 @@ def compare(
     cases = []
     for case_id, record in new.records.items():
         baseline = baseline_records.get(case_id)
-        verdict = (verdicts or {}).get(case_id) or _judged(record, baseline, new, policy, references)
+        verdict = (verdicts or {}).get(case_id) or _judged(record, old, new, policy, references)
         cases.append(CaseDiff(
             case_id, record.pipeline, verdict.status, record, baseline, verdict,
             accepted=old.acceptances.get(case_id) if old is not None else None,

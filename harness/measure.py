@@ -6,6 +6,8 @@ clock and pytest-benchmark's JSON holds the same rounds this module reports. Jud
 
 from __future__ import annotations
 
+import gc
+import math
 import resource
 import sys
 import time
@@ -17,21 +19,38 @@ import torch
 from harness.progress import WARM_UP
 from harness.records import PipelineOutput, Speed
 
-# timer(target, rounds) -> seconds of each round; target's result is kept by the caller.
-RoundTimer = Callable[[Callable[[], object], int], list[float]]
+# timer(target, rounds, earlier) -> seconds of every round, `earlier` (rounds already timed by the same
+# clock) first; target's result is kept by the caller.
+RoundTimer = Callable[[Callable[[], object], int, list[float]], list[float]]
 # progress(index, total): called before the warm-up (index WARM_UP) and before timed round index of total.
 RoundHook = Callable[[int, int], None]
 
 
+# Seconds of timed rounds a variant gets by default (see MeasureSettings.rounds_after).
+DEFAULT_MIN_TIME = 10.0
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
-    rounds: int = 3
+    rounds: int = 3  # at least this many timed rounds ...
+    min_time: float = 0.0  # ... and more, until the timed rounds add up to this many seconds ...
+    max_rounds: int = 25  # ... but never more than this
     device: str = "cpu"
 
+    def rounds_after(self, first_seconds: float) -> int:
+        """How many rounds to time after a first one that took `first_seconds`.
 
-def perf_counter_timer(target: Callable[[], object], rounds: int) -> list[float]:
+        A 1-second round on a shared 2-core CPU varies by ~13% from one round to the next, a 30-second
+        one by ~2%: a time budget gives a fast variant the rounds that make its median as steady as a
+        slow one's, which is what lets the gate tell a 25% slowdown from noise.
+        """
+        wanted = math.ceil(self.min_time / first_seconds) if first_seconds > 0 else self.rounds
+        return min(max(self.rounds, wanted), max(self.rounds, self.max_rounds)) - 1
+
+
+def perf_counter_timer(target: Callable[[], object], rounds: int, earlier: list[float] | None = None) -> list[float]:
     """The fallback clock, for use outside pytest."""
-    seconds = []
+    seconds = list(earlier or [])
     for _ in range(rounds):
         start = time.perf_counter()
         target()
@@ -55,19 +74,21 @@ def measure(
     timer: RoundTimer = perf_counter_timer,
     progress: RoundHook | None = None,
 ) -> tuple[PipelineOutput, Speed]:
-    """Warm up, then time `settings.rounds` full runs; the output is the last round's.
+    """Warm up, then time full runs: a first round sizes the rest (`MeasureSettings.rounds_after`); the
+    output is the last round's.
 
     `progress` (e.g. CaseProgress.start_round) is told which round starts. Timed rounds mark
     themselves, since the timer owns the round loop: the mark (one bar redraw) is inside the round.
     """
     on_cuda = settings.device == "cuda"
     mark_round = progress or _no_progress
-    mark_round(WARM_UP, settings.rounds)
+    planned = [settings.rounds]  # known once the first round has been timed
+    mark_round(WARM_UP, planned[0])
     warm_up()
     outputs: list[PipelineOutput] = []
 
     def one_round() -> PipelineOutput:
-        mark_round(len(outputs) + 1, settings.rounds)  # one output per round so far
+        mark_round(len(outputs) + 1, planned[0])  # one output per round so far
         output = run()
         if on_cuda:
             torch.cuda.synchronize()  # the round ends when the GPU's work does
@@ -77,7 +98,13 @@ def measure(
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    round_seconds = timer(one_round, settings.rounds)
+    gc.collect()  # the garbage of earlier cases is not this case's to collect
+    if settings.rounds == 1:  # one round asked for: nothing to size
+        round_seconds = timer(one_round, 1, [])
+    else:
+        first = perf_counter_timer(one_round, 1)
+        planned[0] = 1 + settings.rounds_after(first[0])
+        round_seconds = timer(one_round, planned[0] - 1, first)
     if not outputs:
         raise RuntimeError("the round timer ran no round")
     if any(o.item_outputs != outputs[-1].item_outputs for o in outputs):

@@ -42,6 +42,11 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     path: Path
+    attention: str = "eager"  # the implementation it loaded with: cases that do not sweep attention get it back
+
+    def use_attention(self, variant: dict[str, str]) -> None:
+        """The variant's attention implementation, or the loaded one: one case's choice must not leak into the next."""
+        self.model.set_attn_implementation(variant.get("attention", self.attention))
 
 
 def resolve_device(requested: str) -> str:
@@ -143,7 +148,7 @@ def load_model(spec: LoadSpec) -> LoadedModel:
         model = model.to(spec.device)
     model.eval()
     _ensure_pad_token(tokenizer, path)
-    return LoadedModel(spec, model, tokenizer, path)
+    return LoadedModel(spec, model, tokenizer, path, attention=model.config._attn_implementation or "eager")
 
 
 def _silence_bitsandbytes() -> None:
@@ -166,6 +171,25 @@ class ModelCache:
         self._models.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def weights_summary(model: torch.nn.Module) -> dict:
+    """What was loaded, so that a baseline of one model or load never silently judges another: parameter
+    count, bytes of weights and buffers, the dtypes held, and the quantization method."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    method = "none"
+    if config is not None:
+        method = getattr(config, "quant_method", None) or (config.get("quant_method") if isinstance(config, dict) else None)
+        if getattr(config, "load_in_4bit", False):
+            method = f"{method}-{getattr(config, 'bnb_4bit_quant_type', '4bit')}"
+        elif getattr(config, "load_in_8bit", False):
+            method = f"{method}-int8"
+        method = str(method)
+    tensors = [*model.parameters(), *model.buffers()]
+    return {"parameters": int(sum(t.numel() for t in model.parameters())),
+            "bytes": int(sum(t.numel() * t.element_size() for t in tensors)),
+            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors}),
+            "quantization": method}
 
 
 def _version(package: str) -> str | None:

@@ -14,16 +14,19 @@ from functools import cached_property
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import toggles as toggle_registry
 from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
-                              scrub_paths)
+                              scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
+from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
-from harness.measure import MeasureSettings, measure, perf_counter_timer
+from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
-from harness.models import LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id, resolve_device
-from harness.records import CaseRecord, PipelineOutput, differing_items
+from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
+                            resolve_device, weights_summary)
+from harness.records import CaseRecord, PipelineOutput, SpeedNoise, differing_items
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
@@ -41,7 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-matrix", default="leave-one-out", choices=toggle_registry.MATRICES,
                     help="variants per case: ablation (reference, each toggle alone, all on), "
                          "leave-one-out (reference, all on, all on but one; default), full (cross product)")
-    group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per variant (default 3)")
+    group.addoption("--bench-rounds", type=int, default=3,
+                    help="timed rounds per variant, at least (default 3; 1: a single round, no time budget)")
+    group.addoption("--bench-min-time", type=float, default=DEFAULT_MIN_TIME, metavar="SECONDS",
+                    help=f"more rounds until a variant's timed rounds add up to this (default {DEFAULT_MIN_TIME:g})")
+    group.addoption("--bench-max-rounds", type=int, default=25, help="the time budget's cap on rounds (default 25)")
+    group.addoption("--bench-threads", default="auto", metavar="N",
+                    help="torch threads on CPU: auto (default: half the cores, at least 1, so that other work on "
+                         "the machine cannot stall every step), or a number")
     group.addoption("--bench-speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
                     help=f"a speed change must exceed this factor (and be significant) to count; default "
                          f"{DEFAULT_SPEED_FACTOR}, the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
@@ -60,6 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let a model directory's own Python code run (transformers' trust_remote_code); off by default")
     group.addoption("--bench-allow-pickle-weights", action="store_true",
                     help="load weights that are not safetensors (pickles run code when loaded); off by default")
+    group.addoption("--bench-inject", action="append", default=[], metavar="SPEC",
+                    help="put a regression in on purpose, to check that the gate catches it (harness.inject: "
+                         "slowdown=F[@CASE], disable=TOGGLE, early-stop-cut=S, topk-flip, quantize=nf4); repeatable")
     group.addoption("--bench-ratchet", action="store_true",
                     help="fail a case that improved beyond its baseline, so baselines do not go stale")
 
@@ -73,15 +86,40 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
         raise pytest.UsageError("--bench-rounds must be at least 1")
+    if config.getoption("--bench-max-rounds") < config.getoption("--bench-rounds"):
+        raise pytest.UsageError("--bench-max-rounds must be at least --bench-rounds")
+    if config.getoption("--bench-min-time") < 0:
+        raise pytest.UsageError("--bench-min-time must not be negative")
     for path in config.getoption("--bench-report"):
         if Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise pytest.UsageError(f"--bench-report {path}: the suffix picks the format, one of "
                                     f"{', '.join(SUPPORTED_SUFFIXES)}")
     try:
         device = resolve_device(config.getoption("--bench-device"))
-    except ModelLoadError as error:
+        injections = parse_injections(config.getoption("--bench-inject"))
+    except (ModelLoadError, InjectionError) as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[_SESSION_KEY] = BenchSession(config, device)
+    if injections.active and config.getoption("--bench-save-baseline"):
+        raise pytest.UsageError("--bench-inject puts regressions in on purpose: its results must not become baselines; "
+                                "drop --bench-save-baseline")
+    if device == "cpu":
+        torch.set_num_threads(_cpu_threads(config.getoption("--bench-threads")))
+    config.stash[_SESSION_KEY] = BenchSession(config, device, injections)
+
+
+def _cpu_threads(option: str) -> int:
+    """torch's intra-op threads on CPU. Half the cores by default: with every core busy, whatever else runs
+    (pytest, the OS, a neighbour) stalls each step at the threads' barrier; measured on a 2-core CPU, a busy
+    second core made 2-thread rounds 3.7x slower, while 1-thread rounds did not move and were as fast."""
+    if option == "auto":
+        return max(1, (os.cpu_count() or 2) // 2)
+    try:
+        threads = int(option)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise pytest.UsageError(f"--bench-threads {option}: give auto or a whole number of threads, at least 1")
+    return threads
 
 
 def _session(config: pytest.Config) -> BenchSession | None:
@@ -130,6 +168,7 @@ class BenchSession:
 
     config: pytest.Config
     device: str
+    injections: Injections = field(default_factory=Injections)
     models: ModelCache = field(default_factory=ModelCache)
     records: dict[str, CaseRecord] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
@@ -165,10 +204,13 @@ class BenchSession:
             return None
         return baseline_results(self.baseline, os.path.relpath(self.baseline_file, self.config.rootpath))
 
-    def baseline_record(self, case_id: str) -> CaseRecord | None:
+    def baseline_entry(self, case_id: str) -> tuple[CaseRecord | None, SpeedNoise | None]:
+        """The case's baseline record and, once A/A runs measured it, its speed noise."""
         if isinstance(self.baseline, BaselineError):
             raise self.baseline
-        return record_of(self.baseline, case_id) if self.baseline is not None else None
+        if self.baseline is None:
+            return None, None
+        return record_of(self.baseline, case_id), speed_noise_of(self.baseline, case_id)
 
 
 @dataclass
@@ -187,7 +229,8 @@ class BenchCase:
 
     def load_spec(self, variant: dict[str, str]) -> LoadSpec:
         device, config = self.session.device, self.session.config
-        return LoadSpec(self.session.model_source, device, default_dtype(device), variant.get("quantization", "none"),
+        quantization = self.session.injections.quantization(variant.get("quantization", "none"))
+        return LoadSpec(self.session.model_source, device, default_dtype(device), quantization,
                         trust_remote_code=config.getoption("--bench-trust-remote-code"),
                         allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"))
 
@@ -198,10 +241,9 @@ class BenchCase:
         if source is not None:
             spec = replace(spec, source=source)
         if quantization is not None:
-            spec = replace(spec, quantization=quantization)
+            spec = replace(spec, quantization=self.session.injections.quantization(quantization))
         loaded = self.session.models.get(spec)
-        if "attention" in self.variant:
-            loaded.model.set_attn_implementation(self.variant["attention"])
+        loaded.use_attention(self.variant)
         return loaded
 
     def run(self, group: str, pipeline: Callable[[object, object, dict[str, str]], PipelineOutput],
@@ -240,22 +282,26 @@ class BenchCase:
 
     def _measure(self, group, variant, pipeline, warm_up, reference: CaseRecord | None) -> CaseRecord:
         loaded = self.session.models.get(self.load_spec(variant))
-        if "attention" in variant:
-            loaded.model.set_attn_implementation(variant["attention"])
-        settings = MeasureSettings(rounds=self.session.config.getoption("--bench-rounds"), device=self.session.device)
+        loaded.use_attention(variant)
+        config = self.session.config
+        settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
+                                   max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device)
         is_reference = reference is None
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
         mode = self.session.config.getoption("--bench-progress")
-        with case_progress(self._case_id(group, variant), mode, self._progress_stream()) as progress:
+        injections, case_id = self.session.injections, self._case_id(group, variant)
+        handed = injections.pipeline_variant(variant)
+        run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed), injections.slowdown_of(case_id, is_reference))
+        with case_progress(case_id, mode, self._progress_stream()) as progress, patched_pipelines(injections):
             output, speed = measure(
-                run=lambda: pipeline(loaded.model, loaded.tokenizer, variant),
-                warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, variant),
+                run=run,
+                warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, handed),
                 settings=settings,
                 progress=progress.start_round,
                 **({"timer": timer} if timer else {}),
             )
         record = CaseRecord(
-            case_id=self._case_id(group, variant),
+            case_id=case_id,
             pipeline=self.pipeline,
             group=group,
             variant=dict(variant),
@@ -263,7 +309,8 @@ class BenchCase:
             fidelity=toggle_registry.fidelity_of(variant, self.reference_variant),
             speed=speed,
             output=output,
-            metadata={"dtype": loaded.spec.dtype, "device": self.session.device, "model": model_id(self.session.model_source)},
+            metadata={"dtype": loaded.spec.dtype, "device": self.session.device, "model": model_id(self.session.model_source),
+                      "weights": weights_summary(loaded.model)},
         )
         if not is_reference:
             record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
@@ -284,12 +331,13 @@ class BenchCase:
 
     def _judge(self, record: CaseRecord, reference: CaseRecord) -> Verdict:
         try:
-            baseline = self.session.baseline_record(record.case_id)
+            baseline, noise = self.session.baseline_entry(record.case_id)
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
         factor = self.session.config.getoption("--bench-speed-factor")
         policy = GatePolicy.for_speed_factor(factor)
-        verdict = judge(record, baseline, reference, policy, neighbours=one_toggle_neighbours(record, self.session.records.values()))
+        verdict = judge(record, baseline, reference, policy,
+                        neighbours=one_toggle_neighbours(record, self.session.records.values()), noise=noise)
         self.session.verdicts[record.case_id] = verdict
         return verdict
 
@@ -301,10 +349,12 @@ def _no_warm_up(model, tokenizer, variant) -> None:
 def _benchmark_timer(benchmark) -> Callable:
     """Rounds through pytest-benchmark's pedantic mode, so its JSON and tables hold the same rounds."""
 
-    def timer(target, rounds: int) -> list[float]:
+    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
         if getattr(benchmark, "disabled", False):
-            return perf_counter_timer(target, rounds)
+            return perf_counter_timer(target, rounds, earlier)
         benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+        # The rounds timed before (the one that sized the rest, same clock) belong in its figures too.
+        benchmark.stats.stats.data[:0] = earlier
         return list(benchmark.stats.stats.data)
 
     return timer
@@ -353,6 +403,9 @@ def _session_diff(bench_session: BenchSession) -> Diff:
         diff.notes.append(f"baseline not used: {bench_session.baseline}")
     if config.getoption("--bench-save-baseline"):
         diff.notes.append("--bench-save-baseline: regressions did not fail this run; the results became the baseline")
+    if bench_session.injections.active:
+        diff.notes.append("regressions injected on purpose (--bench-inject " + " ".join(config.getoption("--bench-inject"))
+                          + "): this run measures the gate, not the code")
     return diff
 
 
@@ -378,7 +431,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     terminalreporter.section("LLM inference benchmarks: speed and quality")
     terminalreporter.write_line(f"model {model_id(bench_session.model_source)} on {bench_session.fingerprint['device_class']}, "
-                                f"matrix {config.getoption('--bench-matrix')}, {config.getoption('--bench-rounds')} rounds")
+                                f"matrix {config.getoption('--bench-matrix')}, at least {config.getoption('--bench-rounds')} "
+                                f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
+                                f"{torch.get_num_threads()} torch thread(s)")
     terminalreporter.write_line(terminal_table(bench_session.diff))
     for path in config.getoption("--bench-report"):
         terminalreporter.write_line(f"report written to {path}")

@@ -56,6 +56,20 @@ class Speedup:
     confidence: float = 0.95
 
 
+@dataclass(frozen=True)
+class SpeedNoise:
+    """How far a variant's speedup moves between runs when nothing changed, learned from A/A runs of the gate
+    (`python -m harness.studies.gate_study calibrate`) and stored with the case's baseline entry."""
+
+    center: float  # mean of log(baseline speedup / run speedup) over the A/A runs
+    spread: float  # its standard deviation
+    runs: int  # how many A/A runs it was learned from
+    measured: str  # when and where, e.g. "2026-12-01, AMD EPYC (2 cores)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class CaseRecord:
     case_id: str  # "eval[math|kv_cache=on]": pipeline[group|toggles that differ from the reference]

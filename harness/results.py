@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.baseline import BaselineError, BaselineFile, load_baseline
-from harness.records import CaseRecord
+from harness.baseline import BaselineError, BaselineFile, load_baseline, speed_noise_of
+from harness.records import CaseRecord, SpeedNoise
 from harness.verdict import Finding, Verdict
 
 REPORT_SCHEMA_VERSION = 2
@@ -49,6 +49,7 @@ class ResultSet:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # as judged when the file was written
     acceptances: dict[str, Acceptance] = field(default_factory=dict)  # baselines only
     history: list[dict[str, Any]] = field(default_factory=list)  # baselines only: one entry per save
+    speed_noise: dict[str, SpeedNoise] = field(default_factory=dict)  # baselines only: cases whose A/A noise is known
     ignored: int = 0  # pytest-benchmark entries that carry no case record
 
 
@@ -113,8 +114,10 @@ def baseline_results(baseline: BaselineFile, source: str) -> ResultSet:
         case_id: Acceptance(str(entry.get("reason", "")), str(entry.get("saved_at", "")), entry.get("commit"))
         for case_id, entry in baseline.cases.items()
     }
+    noise = {case_id: speed_noise_of(baseline, case_id) for case_id in baseline.cases}
     return ResultSet(source, BASELINE, baseline.device_class, baseline.model_id, baseline.fingerprint, records,
-                     acceptances=acceptances, history=baseline.history)
+                     acceptances=acceptances, history=baseline.history,
+                     speed_noise={case_id: n for case_id, n in noise.items() if n is not None})
 
 
 def _parse_record(path: Path, where: str, data: Any) -> CaseRecord:

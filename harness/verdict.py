@@ -5,7 +5,8 @@ No I/O here: records in, verdicts out.
 Against the baseline (same case id, same device class: the caller guarantees that):
 
 1. speed of a variant: its speedup over the session reference must not fall by more than
-   `speedup_factor`, with non-overlapping bootstrap confidence intervals;
+   `speedup_factor`, with non-overlapping bootstrap confidence intervals; where A/A runs have measured
+   the case's noise (`SpeedNoise`), by more than `noise_z` of its standard deviations instead;
 2. speed of the reference variant (no speedup): its median time must not grow by more than
    `time_factor`, with a one-sided Mann-Whitney U test;
 3. quality: a paired test on per-item scores (exact McNemar for 0/1 scores, Wilcoxon signed-rank
@@ -25,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+import math
+
 import numpy as np
 from scipy import stats
 
-from harness.records import CaseRecord, Speedup, differing_items
+from harness.records import CaseRecord, SpeedNoise, Speedup, differing_items
 
 # Verdict statuses, worst first.
 REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
@@ -80,6 +83,11 @@ class GatePolicy:
     relative_budget: float = 0.01  # ... or relative to the compared value (MLPerf's 99%), whichever is larger
     min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
     min_rounds: int = 3  # fewer timed rounds on either side cannot show significance: speed is not judged
+    # With a case's A/A noise known: its speedup regresses when it falls by more than noise_z standard
+    # deviations of the A/A spread (beyond the A/A mean), and never for less than noise_floor (asv's factor).
+    noise_z: float = 4.0
+    noise_floor: float = 1.10
+    min_noise_runs: int = 8  # fewer A/A runs do not pin the spread down: the factor rule applies
     judge_speed: bool = True  # False across device classes: only quality, counters and fidelity are judged
 
     @classmethod
@@ -155,6 +163,27 @@ def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) ->
     return Finding("speedup", "baseline", status, message)
 
 
+def noise_limit(noise: SpeedNoise, policy: GatePolicy) -> float:
+    """The largest drop of log speedup (beyond the A/A mean) that still counts as noise."""
+    return max(math.log(policy.noise_floor), policy.noise_z * noise.spread)
+
+
+def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNoise, policy: GatePolicy) -> Finding:
+    """Rule 1 with the case's A/A noise: the drop of log speedup, less the A/A mean, against noise_z spreads."""
+    drop = math.log(baseline.ratio / current.ratio) - noise.center
+    limit = noise_limit(noise, policy)
+    message = (
+        f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x ({100 * (current.ratio / baseline.ratio - 1):+.1f}%; "
+        f"A/A noise {100 * noise.spread:.1f}% sd over {noise.runs} runs, limit {100 * (math.exp(-limit - noise.center) - 1):+.1f}%)"
+    )
+    status = PASSED
+    if drop > limit + _EPS:
+        status = REGRESSED
+    elif drop < -limit - _EPS:
+        status = IMPROVED
+    return Finding("speedup", "baseline", status, message)
+
+
 def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: GatePolicy) -> Finding:
     current_median = float(np.median(current))
     baseline_median = float(np.median(baseline))
@@ -193,7 +222,8 @@ def _confirmed_by_own_rounds(
                    message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
 
 
-def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
+def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
+                    noise: SpeedNoise | None = None) -> list[Finding]:
     if not policy.judge_speed:
         return [Finding("speed", "baseline", PASSED, "speed not judged: the baseline is from another device class")]
     rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
@@ -201,6 +231,8 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
         return [Finding("speed", "baseline", PASSED,
                         f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
     if current.speedup is not None and baseline.speedup is not None:
+        if noise is not None and noise.runs >= policy.min_noise_runs:
+            return [_noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)]
         finding = _speedup_finding(current.speedup, baseline.speedup, policy)
         return [_confirmed_by_own_rounds(finding, current.speed.round_seconds, baseline.speed.round_seconds, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
@@ -339,6 +371,27 @@ def _counter_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding
     return findings
 
 
+# --- the model measured -------------------------------------------------------------------------
+
+
+def _fmt_weights(weights: dict) -> str:
+    return (f"{weights.get('parameters', 0):,} parameters in {weights.get('bytes', 0) / 2**20:.2f} MiB, "
+            f"{'+'.join(weights.get('dtypes', []))}, quantization {weights.get('quantization')}")
+
+
+def _model_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding]:
+    """The weights this case ran must be those of its baseline: another model, dtype or quantization is not a
+    speed-up or a quality change of the code, and must not pass as one."""
+    now, before = current.metadata.get("weights"), baseline.metadata.get("weights")
+    if not isinstance(now, dict) or not isinstance(before, dict):
+        return []
+    if now == before:
+        return [Finding("model", "baseline", PASSED, f"model as in the baseline: {_fmt_weights(now)}")]
+    return [Finding("model", "baseline", REGRESSED,
+                    f"model changed vs the baseline: {_fmt_weights(before)} -> {_fmt_weights(now)}; the case did not "
+                    "load what its baseline measured (re-record the baseline if the model was meant to change)")]
+
+
 # --- decisions ---------------------------------------------------------------------------------
 
 
@@ -453,8 +506,11 @@ def judge(
     reference: CaseRecord | None,
     policy: GatePolicy = GatePolicy(),
     neighbours: Sequence[CaseRecord] = (),
+    noise: SpeedNoise | None = None,
 ) -> Verdict:
     """Apply rules 1-4 against the baseline (if any) and rule 5 against the session reference (if any).
+
+    `noise` is the case's A/A speed noise stored with its baseline entry, when it has been measured.
 
     Status: REGRESSED if any finding regressed; else NEW without a baseline; else IMPROVED if any
     finding improved; else PASSED.
@@ -464,9 +520,10 @@ def judge(
         findings.append(Finding("baseline", "baseline", NEW,
                                 "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
     else:
-        findings += _speed_findings(current, baseline, policy)
+        findings += _speed_findings(current, baseline, policy, noise)
         findings.append(_record_quality_finding(current, baseline, "baseline", policy))
         findings += _counter_findings(current, baseline)
+        findings += _model_findings(current, baseline)
         findings += decision_findings(current, baseline, "baseline")
     if reference is not None and not current.is_reference and reference is not current:
         findings += _fidelity_findings(current, reference, policy)
@@ -501,6 +558,7 @@ __all__ = [
     "fidelity_class",
     "judge",
     "neighbour_findings",
+    "noise_limit",
     "one_toggle_neighbours",
     "quality_finding",
 ]

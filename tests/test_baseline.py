@@ -394,3 +394,34 @@ def test_home_and_cwd_paths_are_scrubbed(tmp_path: Path, monkeypatch) -> None:
 def test_scrub_leaves_relative_paths_and_other_values_alone() -> None:
     value = {"a": "models/tiny", "b": 3, "c": None, "d": ["x/home/y"], "e": 1.5}
     assert scrub_paths(value) == value
+
+
+# --- A/A speed noise --------------------------------------------------------------------------------------------
+
+
+def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_again(path: Path) -> None:
+    from harness.baseline import speed_noise_of, store_speed_noise
+    from harness.records import SpeedNoise
+
+    save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on"), make_record("eval[math|reference]")])
+    noise = SpeedNoise(center=-0.01, spread=0.03, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
+    store_speed_noise(path, DEVICE, MODEL, {"eval[math|kv_cache=on]": noise}, "A/A runs")
+    baseline = load_baseline(path, DEVICE, MODEL)
+    assert speed_noise_of(baseline, "eval[math|kv_cache=on]") == noise
+    assert speed_noise_of(baseline, "eval[math|reference]") is None
+    assert baseline.history[-1]["speed_noise"] is True and len(baseline.history) == 2
+
+    save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")], reason="new code")
+    assert speed_noise_of(load_baseline(path, DEVICE, MODEL), "eval[math|kv_cache=on]") is None
+
+    with pytest.raises(BaselineError, match="cases not in baseline .*: eval\\[gpqa\\]"):
+        store_speed_noise(path, DEVICE, MODEL, {"eval[gpqa]": noise}, "A/A runs")
+
+
+@pytest.mark.parametrize("entry", [{"center": 0.0}, {"center": "x", "spread": 0.1, "runs": 5, "measured": ""},
+                                   {"center": 0.0, "spread": -1.0, "runs": 5, "measured": ""}])
+def test_bad_speed_noise_entry_names_the_case_and_the_fix(path: Path, entry: dict) -> None:
+    save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
+    _rewrite(path, lambda data: data["cases"]["eval[math|kv_cache=on]"].update(speed_noise=entry))
+    with pytest.raises(BaselineError, match="case 'eval\\[math\\|kv_cache=on\\]' has .*speed_noise.*gate_study calibrate"):
+        load_baseline(path, DEVICE, MODEL)

@@ -1,37 +1,96 @@
-"""The A/A study's bookkeeping: which rule a finding belongs to, and the false-alarm table of a log."""
+"""The gate study's bookkeeping: rule kinds, the A/A table, the learned speed noise, the slowdown rotation and
+the tables of caught injections, on hand-made logs."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from harness.studies.gate_study import logged_runs, metric_kind, summary_table
+from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
+                                        noise_table, slowdown_levels, slowdown_table, speed_noise)
 
 
 def test_metric_kinds() -> None:
     assert [metric_kind(m) for m in ("speedup", "median_seconds", "speed", "accuracy", "auc", "counter:forward_passes",
-                                     "counters", "fidelity", "decisions")] == [
-        "speed", "speed", "speed", "quality", "quality", "counters", "counters", "fidelity", "decisions"]
+                                     "counters", "fidelity", "decisions", "model")] == [
+        "speed", "speed", "speed", "quality", "quality", "counters", "counters", "fidelity", "decisions", "model"]
 
 
-def run(at: str, alarms: dict[str, list[str]]) -> dict:
-    cases = {case: {"status": "regressed" if kinds else "passed", "speedup": 2.0, "median_seconds": 1.0,
-                    "regressed": [{"kind": k, "metric": k, "against": "baseline", "message": ""} for k in kinds]}
-             for case, kinds in alarms.items()}
-    return {"at": at, "exit_code": 1 if any(alarms.values()) else 0, "seconds": 600.0, "cpu": "AMD EPYC",
-            "fingerprint": {"cpu_count": 2, "torch": "2.13.0+cpu"}, "cases": cases}
+def case(kinds: list[str] = (), speedup: float | None = 2.0, baseline_speedup: float | None = 2.0) -> dict:
+    return {"status": "regressed" if kinds else "passed", "speedup": speedup, "baseline_speedup": baseline_speedup,
+            "median_seconds": 1.0, "rounds": 10,
+            "regressed": [{"kind": k, "metric": k, "against": "baseline", "message": f"{k} moved"} for k in kinds]}
 
 
-def test_summary_counts_runs_per_rule(tmp_path: Path) -> None:
+def run(at: str, cases: dict[str, dict], **extra) -> dict:
+    return {"at": at, "exit_code": 1 if any(c["regressed"] for c in cases.values()) else 0, "seconds": 600.0,
+            "cpu": "AMD EPYC", "fingerprint": {"cpu_count": 2, "torch": "2.13.0+cpu", "torch_threads": 1}, "cases": cases,
+            **extra}
+
+
+def test_aa_table_counts_runs_per_rule(tmp_path: Path) -> None:
     log = tmp_path / "aa.jsonl"
-    runs = [run("2026-11-23T10:00:00", {"a": [], "b": []}),
-            run("2026-11-24T10:00:00", {"a": ["speed"], "b": ["speed", "quality"]}),
-            run("2026-11-25T10:00:00", {"a": ["speed"], "b": []})]
+    runs = [run("2026-11-23T10:00:00", {"a": case(), "b": case()}),
+            run("2026-11-24T10:00:00", {"a": case(["speed"]), "b": case(["speed", "quality"])}),
+            run("2026-11-25T10:00:00", {"a": case(["speed"]), "b": case()})]
     log.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    table = summary_table(logged_runs(log))
-    assert "3 A/A runs from 2026-11-23 to 2026-11-25 on AMD EPYC (2 cores" in table
+    table = aa_table(logged_runs(log))
+    assert "3 A/A runs from 2026-11-23 10:00 to 2026-11-25 10:00 UTC on AMD EPYC (2 cores, 1 torch thread(s)" in table
     assert "runs with any false alarm: 2/3" in table
     assert "| speed | 2/3 | 67% | `a` (2), `b` (1) |" in table
     assert "| quality | 1/3 | 33% | `b` (1) |" in table
     assert "| counters | 0/3 | 0% | none |" in table
-    assert summary_table([]) == "no runs logged yet"
+    assert aa_table([]) == "no runs logged yet"
+
+
+def test_speed_noise_is_the_spread_of_log_speedup_drops_over_runs() -> None:
+    speedups = [2.0, 2.1, 1.9, 2.05, 1.95, 2.0, 2.02, 1.98]
+    runs = [run(f"2026-12-01T0{i}:00:00", {"v": case(speedup=s, baseline_speedup=2.0), "ref": case(speedup=None)})
+            for i, s in enumerate(speedups)]
+    noise = speed_noise(runs, "here")
+    assert set(noise) == {"v"}  # the reference has no speedup
+    drops = [math.log(2.0 / s) for s in speedups]
+    assert noise["v"].runs == 8 and noise["v"].measured == "here"
+    assert math.isclose(noise["v"].spread, (sum((d - sum(drops) / 8) ** 2 for d in drops) / 7) ** 0.5, abs_tol=1e-5)
+    assert speed_noise(runs[:7], "here") == {}  # fewer than 8 runs pin nothing down
+
+
+def test_noise_table_judges_each_run_by_the_others() -> None:
+    steady = [run(f"2026-12-01T0{i}:00:00", {"v": case(speedup=2.0 * (1 + 0.01 * (i % 3 - 1)))}) for i in range(9)]
+    outlier = run("2026-12-01T09:00:00", {"v": case(speedup=1.0)})
+    assert "0 false alarm(s) in 9 variant-runs" in noise_table(steady)
+    assert "1 false alarm(s) in 10 variant-runs: `v` (run 10)" in noise_table([*steady, outlier])
+
+
+def test_slowdown_levels_rotate_so_every_case_gets_every_level() -> None:
+    cases = ["a", "b", "c", "d", "e"]
+    seen = {c: {slowdown_levels(cases, i)[c] for i in range(len(LEVELS))} for c in cases}
+    assert all(levels == set(LEVELS) for levels in seen.values())
+    assert sorted(slowdown_levels(cases, 0).values()) == [0.0, 0.0, 0.1, 0.25, 0.5]
+
+
+def test_slowdown_table_counts_catches_per_level() -> None:
+    runs = [run("2026-12-01T10:00:00", {"a": case(), "b": case(["speed"]), "c": case(["speed"]), "d": case()},
+                slowdowns={"a": 0.0, "b": 0.1, "c": 0.25, "d": 0.5}),
+            run("2026-12-01T11:00:00", {"a": case(["speed"]), "b": case(), "c": case(["speed"]), "d": case()},
+                slowdowns={"a": 0.1, "b": 0.25, "c": 0.5, "d": 0.0})]
+    table = slowdown_table(runs)
+    assert "| 0% | 2 | 0 | 0% | 0 false alarm(s) |" in table
+    assert "| 10% | 2 | 2 | 100% | none |" in table
+    assert "| 25% | 2 | 1 | 50% | `b` (run 2) |" in table
+    assert "| 50% | 2 | 1 | 50% | `d` (run 1) |" in table
+    assert "smallest slowdown caught in every variant-run, and every larger one too: none of the levels" in table
+    runs[1]["cases"]["b"] = runs[0]["cases"]["d"] = case(["speed"])
+    runs[0]["cases"]["b"] = case()  # a 10% slowdown missed
+    assert "smallest slowdown caught in every variant-run, and every larger one too: 25%" in slowdown_table(runs)
+
+
+def test_injection_table_names_what_caught_each_injection() -> None:
+    injection = INJECTIONS[0]
+    target = injection.targets[0]
+    runs = [run("2026-12-01T10:00:00", {target: case(["counters", "speed"])}, injection=injection.name),
+            run("2026-12-01T11:00:00", {target: case([])}, injection=injection.name)]
+    assert caught(runs[0], injection) and not caught(runs[1], injection)
+    table = injection_table(runs)
+    assert f"| {injection.name} | 2 | 1 | counters, speed | `{target}`: counters moved |" in table

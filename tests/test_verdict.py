@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
+from harness.records import CaseRecord, PipelineOutput, Speed, SpeedNoise, Speedup
 from harness.verdict import (
     IMPROVED,
     NEW,
@@ -130,6 +130,51 @@ def test_bootstrap_speedup_is_deterministic_and_contains_the_ratio(
 
 
 # --- rule 1: speedup of a variant ------------------------------------------------------------------
+
+
+NOISE = SpeedNoise(center=0.01, spread=0.04, runs=12, measured="2026-12-01, AMD EPYC (2 cores)")
+
+
+@pytest.mark.parametrize("ratio, status", [(4.0, PASSED), (3.4, PASSED), (3.2, REGRESSED), (1.8, REGRESSED),
+                                           (4.6, PASSED), (4.9, IMPROVED)])
+def test_speedup_with_aa_noise_regresses_beyond_four_spreads(ratio: float, status: str) -> None:
+    # limit: 4 x 0.04 = 0.16 in log speedup beyond the A/A mean of 0.01: a drop of more than 15.6%.
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(ratio, ratio * 0.95, ratio * 1.05))
+    finding = only(judge(current, baseline, None, noise=NOISE).findings, "speedup")
+    assert finding.status == status
+    assert "A/A noise 4.0% sd over 12 runs, limit -15.6%" in finding.message
+
+
+def test_speedup_with_little_aa_noise_still_needs_the_floor_factor() -> None:
+    quiet = SpeedNoise(center=0.0, spread=0.005, runs=20, measured="x")
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
+    within = make_record({"kv_cache": "on"}, speedup=Speedup(3.7, 3.6, 3.8))  # -7.5%: under the 10% floor
+    beyond = make_record({"kv_cache": "on"}, speedup=Speedup(3.5, 3.4, 3.6))  # -12.5%
+    assert only(judge(within, baseline, None, noise=quiet).findings, "speedup").status == PASSED
+    assert only(judge(beyond, baseline, None, noise=quiet).findings, "speedup").status == REGRESSED
+
+
+def test_noise_from_too_few_runs_falls_back_to_the_factor_rule() -> None:
+    few = SpeedNoise(center=0.0, spread=0.01, runs=3, measured="x")
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.9, 3.1))  # -25%: under the 1.25 factor
+    finding = only(judge(current, baseline, None, noise=few).findings, "speedup")
+    assert finding.status == PASSED and "factor 1.25" in finding.message
+
+
+def test_another_model_load_regresses_against_the_baseline() -> None:
+    baseline = make_record({"kv_cache": "on"})
+    current = make_record({"kv_cache": "on"})
+    baseline.metadata["weights"] = {"parameters": 1000, "bytes": 4000, "dtypes": ["float32"], "quantization": "none"}
+    current.metadata["weights"] = {"parameters": 1000, "bytes": 1200, "dtypes": ["float32", "uint8"],
+                                   "quantization": "bitsandbytes-nf4"}
+    finding = only(judge(current, baseline, None).findings, "model")
+    assert finding.status == REGRESSED
+    assert finding.message.startswith("model changed vs the baseline: 1,000 parameters in 0.00 MiB, float32, quantization "
+                                      "none -> 1,000 parameters in 0.00 MiB, float32+uint8, quantization bitsandbytes-nf4")
+    current.metadata["weights"] = dict(baseline.metadata["weights"])
+    assert only(judge(current, baseline, None).findings, "model").status == PASSED
 
 
 def test_speedup_collapse_regresses_with_message() -> None:

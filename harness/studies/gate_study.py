@@ -1,33 +1,74 @@
-"""How far the gate's verdicts can be trusted, measured: its false-alarm rate when nothing changed (A/A).
+"""How far the gate's verdicts can be trusted, measured on the machine that gates (the CPU gate, `pytest --benchmark`).
 
-    python -m harness.studies.gate_study aa --runs 20 --log studies/aa-cpu.jsonl
-        runs the gate (`pytest --benchmark`) again and again against the committed baselines, with no code
-        change, and appends one line per run to the log: every case's status and what regressed. Runs
-        already in the log count, so a study can be continued later on the same machine.
-    python -m harness.studies.gate_study summary --log studies/aa-cpu.jsonl
-        the false-alarm rate per metric kind over the logged runs, as a Markdown table
+    python -m harness.studies.gate_study aa --runs 20
+        runs the gate again and again with no change, against the committed baseline, one log line per run
+        (studies/aa-cpu.jsonl): every case's status, what regressed, its speedup and its baseline's
+    python -m harness.studies.gate_study calibrate
+        learns each variant's speed noise from the A/A runs and stores it with its baseline entry: from then
+        on the gate fails a speedup that falls by more than 4 of its standard deviations (never under 10%)
+    python -m harness.studies.gate_study slowdowns --runs 8
+        slows the optimized variants down on purpose, 0%, 10%, 25% or 50% in turn (a case's level rotates
+        from run to run), and logs which slowdowns the gate caught (studies/slowdowns-cpu.jsonl)
+    python -m harness.studies.gate_study injections --runs 20
+        puts in each regression of INJECTIONS, one gate run each, and logs whether the gate caught it
+        (studies/injections-cpu.jsonl)
+    python -m harness.studies.gate_study report --out docs/gate-study.md
+        the tables of all three logs, with the dates and the machine
 
-Extra arguments after `--` go to pytest (e.g. `-- -k eval`). Run it on an otherwise idle machine: anything
-else running shares the cores and is part of what is measured.
+Runs already in a log count, so a study can be continued later on the same machine. Extra arguments after
+`--` go to pytest. The gate runs on one torch thread (half of two cores), so other work on the other core
+does not stall it; it is still best run on an otherwise quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.baseline import store_speed_noise
+from harness.records import SpeedNoise
 from harness.results import read_results
-from harness.verdict import REGRESSED
+from harness.verdict import REGRESSED, GatePolicy, noise_limit
 
-KINDS = ("speed", "quality", "counters", "fidelity", "decisions")
+KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
+LEVELS = (0.0, 0.10, 0.25, 0.50)
+DEFAULT_BASELINE = Path("baselines/cpu/embedded-reference.json")
+DEFAULT_LOGS = {"aa": Path("studies/aa-cpu.jsonl"), "slowdowns": Path("studies/slowdowns-cpu.jsonl"),
+                "injections": Path("studies/injections-cpu.jsonl")}
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One regression put in through `--bench-inject`, the cases it must fail, and by which rules."""
+
+    name: str
+    specs: tuple[str, ...]
+    targets: tuple[str, ...]  # case ids that must regress; only these (and their references) run
+    kinds: tuple[str, ...]  # rule kinds that may catch it
+
+
+_SEARCH_ALL_ON = "search[math|kv_cache=on,batching=dynamic,early_stop=on,attention=sdpa]"
+INJECTIONS = (
+    Injection("an optimization silently disabled: kv_cache=on runs without its cache", ("disable=kv_cache",),
+              (_SEARCH_ALL_ON,), ("counters", "speed")),
+    Injection("answers cut by early stopping: 4% of the answers lose their last digits, on 200 items",
+              ("early-stop-cut=0.04",), ("eval[math-200|early_stop=on]",), ("quality",)),
+    Injection("top-k flips a decision: the top-k score shrinks 50-fold", ("topk-flip",),
+              ("scoring[gpqa|topk=100,batching=dynamic,early_stop=on,kv_cache=on,attention=sdpa]",), ("decisions",)),
+    Injection("quantization error: the model loads in nf4 where it should be unquantized (fp32)", ("quantize=nf4",),
+              (_SEARCH_ALL_ON,), ("model",)),
+)
 
 
 def metric_kind(metric: str) -> str:
@@ -36,7 +77,7 @@ def metric_kind(metric: str) -> str:
         return "speed"
     if metric.startswith("counter"):
         return "counters"
-    if metric in ("fidelity", "decisions"):
+    if metric in ("fidelity", "decisions", "model"):
         return metric
     return "quality"
 
@@ -51,8 +92,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_once(pytest_args: list[str]) -> dict:
-    """One gate run, summarized: its exit code, wall time, and per case the status and regressed findings."""
+# --- running the gate ------------------------------------------------------------------------------------
+
+
+def baseline_speedups(baseline: Path) -> dict[str, float | None]:
+    results = read_results(baseline)
+    return {case_id: None if r.speedup is None else r.speedup.ratio for case_id, r in results.records.items()}
+
+
+def run_gate(pytest_args: list[str], baseline: Path) -> dict:
+    """One gate run, summarized: exit code, wall time, and per case its status, regressed findings and speed."""
+    before = baseline_speedups(baseline) if baseline.exists() else {}
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         started = time.perf_counter()
@@ -69,10 +119,13 @@ def run_once(pytest_args: list[str]) -> dict:
         regressed = [{"kind": metric_kind(f.metric), "metric": f.metric, "against": f.against, "message": f.message}
                      for f in verdict.findings if f.status == REGRESSED]
         cases[case_id] = {"status": verdict.status, "regressed": regressed,
-                          "speedup": None if record.speedup is None else round(record.speedup.ratio, 4),
-                          "median_seconds": round(record.speed.median_seconds, 4)}
+                          "speedup": None if record.speedup is None else round(record.speedup.ratio, 5),
+                          "baseline_speedup": before.get(case_id),
+                          "median_seconds": round(record.speed.median_seconds, 4),
+                          "rounds": len(record.speed.round_seconds)}
     return {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exit_code": completed.returncode,
-            "seconds": round(seconds, 1), "cpu": cpu_model(), "fingerprint": results.fingerprint, "cases": cases}
+            "seconds": round(seconds, 1), "cpu": cpu_model(), "fingerprint": results.fingerprint,
+            "pytest_args": pytest_args, "cases": cases}
 
 
 def logged_runs(log: Path) -> list[dict]:
@@ -81,33 +134,118 @@ def logged_runs(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_aa(log: Path, runs: int, pytest_args: list[str]) -> None:
+def _append(log: Path, line: dict) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
-    done = len(logged_runs(log))
-    for index in range(done, runs):
-        summary = run_once(pytest_args)
-        with log.open("a", encoding="utf-8") as handle:  # one line per run: a cut-off study keeps what it ran
-            handle.write(json.dumps(summary, sort_keys=True) + "\n")
+    with log.open("a", encoding="utf-8") as handle:  # one line per run: a cut-off study keeps what it ran
+        handle.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def run_aa(log: Path, runs: int, pytest_args: list[str], baseline: Path) -> None:
+    for index in range(len(logged_runs(log)), runs):
+        summary = run_gate(pytest_args, baseline)
+        _append(log, summary)
         alarms = sum(1 for case in summary["cases"].values() if case["regressed"])
-        print(f"run {index + 1}/{runs}: exit {summary['exit_code']}, {alarms} case(s) regressed, {summary['seconds']} s",
-              flush=True)
+        print(f"A/A run {index + 1}/{runs}: exit {summary['exit_code']}, {alarms} case(s) regressed, "
+              f"{summary['seconds']} s", flush=True)
 
 
-def summary_table(runs: list[dict]) -> str:
-    """Per metric kind: runs with at least one false alarm of that kind, and the cases that raised them."""
+def slowdown_levels(case_ids: list[str], run_index: int) -> dict[str, float]:
+    """Each case's slowdown in one run: the levels rotate, so over len(LEVELS) runs every case gets each once."""
+    return {case_id: LEVELS[(run_index + position) % len(LEVELS)] for position, case_id in enumerate(sorted(case_ids))}
+
+
+def run_slowdowns(log: Path, runs: int, pytest_args: list[str], baseline: Path) -> None:
+    variants = [case_id for case_id, speedup in baseline_speedups(baseline).items() if speedup is not None]
+    for index in range(len(logged_runs(log)), runs):
+        levels = slowdown_levels(variants, index)
+        specs = [arg for case_id, level in levels.items() if level for arg in ("--bench-inject", f"slowdown={level}@{case_id}")]
+        summary = run_gate([*specs, *pytest_args], baseline)
+        summary["slowdowns"] = levels
+        _append(log, summary)
+        print(f"slowdown run {index + 1}/{runs}: exit {summary['exit_code']}, {summary['seconds']} s", flush=True)
+
+
+def node_ids(case_ids: tuple[str, ...]) -> list[str]:
+    """The pytest node ids of bench cases, by case id (`eval[math|kv_cache=on]` -> `...test_eval[kv_cache=on-math]`)."""
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--benchmark", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                            capture_output=True, text=True).stdout.splitlines()
+    nodes = []
+    for case_id in case_ids:
+        pipeline, rest = case_id.split("[", 1)
+        group, label = rest[:-1].split("|", 1)
+        found = [n for n in listed if f"test_{pipeline}.py::" in n and n.endswith("]")
+                 and n.split("[", 1)[1][:-1] in (label, f"{label}-{group}")]
+        if len(found) != 1:
+            raise RuntimeError(f"no single bench case collected for {case_id} (found {found})")
+        nodes += found
+    return nodes
+
+
+def run_injections(log: Path, runs: int, pytest_args: list[str], baseline: Path) -> None:
+    for index in range(len(logged_runs(log)), runs):
+        for injection in INJECTIONS:
+            specs = [arg for spec in injection.specs for arg in ("--bench-inject", spec)]
+            summary = run_gate([*specs, "--bench-rounds", "1", *pytest_args, *node_ids(injection.targets)], baseline)
+            summary["injection"] = injection.name
+            _append(log, summary)
+            print(f"injection run {index + 1}/{runs}, {injection.name}: caught {caught(summary, injection)}", flush=True)
+
+
+def caught(run: dict, injection: Injection) -> bool:
+    return all(any(f["kind"] in injection.kinds for f in run["cases"].get(target, {}).get("regressed", []))
+               for target in injection.targets)
+
+
+# --- learning the speed noise ------------------------------------------------------------------------------
+
+
+def speed_noise(runs: list[dict], measured: str, min_runs: int = 8) -> dict[str, SpeedNoise]:
+    """Per variant, the mean and standard deviation of log(baseline speedup / run speedup) over A/A runs that
+    were judged against the baseline it now has (a case saved again since starts over)."""
+    drops: dict[str, list[float]] = {}
+    for run in runs:
+        for case_id, case in run["cases"].items():
+            if case["speedup"] and case.get("baseline_speedup"):
+                drops.setdefault(case_id, []).append(math.log(case["baseline_speedup"] / case["speedup"]))
+    return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured)
+            for case_id, values in drops.items() if len(values) >= min_runs}
+
+
+def calibrate(log: Path, baseline: Path) -> dict[str, SpeedNoise]:
+    current = baseline_speedups(baseline)
+    data = json.loads(baseline.read_text(encoding="utf-8"))
+    runs = logged_runs(log)
+    if not runs:
+        raise SystemExit(f"no A/A runs in {log}: run python -m harness.studies.gate_study aa first")
+    # Only the runs judged against the baseline records the file holds now.
+    matching = [{**run, "cases": {c: v for c, v in run["cases"].items() if v.get("baseline_speedup") == current.get(c)}}
+                for run in runs]
+    measured = f"{runs[0]['at'][:10]} to {runs[-1]['at'][:10]}, {runs[-1]['cpu']} ({runs[-1]['fingerprint'].get('cpu_count')} cores)"
+    noise = {c: n for c, n in speed_noise(matching, measured).items() if c in current}
+    store_speed_noise(baseline, data["device_class"], data["model_id"], noise,
+                      f"speed noise of {len(noise)} variants from the A/A runs in {log}")
+    return noise
+
+
+# --- the tables --------------------------------------------------------------------------------------------
+
+
+def _machine_line(runs: list[dict], what: str) -> str:
+    last = runs[-1]
+    rounds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+    return (f"{len(runs)} {what} from {runs[0]['at'][:16].replace('T', ' ')} to {last['at'][:16].replace('T', ' ')} UTC on "
+            f"{last['cpu']} ({last['fingerprint'].get('cpu_count')} cores, {last['fingerprint'].get('torch_threads')} torch "
+            f"thread(s), torch {last['fingerprint'].get('torch')}, transformers {last['fingerprint'].get('transformers')}); "
+            f"{len(last['cases'])} cases a run, median run {rounds:.0f} s")
+
+
+def aa_table(runs: list[dict]) -> str:
+    """Per rule kind: runs with at least one false alarm of that kind, and the cases that raised them."""
     if not runs:
         return "no runs logged yet"
     failing = sum(1 for run in runs if any(case["regressed"] for case in run["cases"].values()))
-    lines = [
-        f"{len(runs)} A/A runs from {runs[0]['at'][:10]} to {runs[-1]['at'][:10]} on {runs[-1]['cpu']} "
-        f"({runs[-1]['fingerprint'].get('cpu_count')} cores, torch {runs[-1]['fingerprint'].get('torch')}); "
-        f"{len(runs[-1]['cases'])} cases a run, median run {sorted(r['seconds'] for r in runs)[len(runs) // 2]:.0f} s",
-        "",
-        f"runs with any false alarm: {failing}/{len(runs)}",
-        "",
-        "| rule | runs with a false alarm | rate | cases that raised one (runs) |",
-        "| --- | ---: | ---: | --- |",
-    ]
+    lines = [_machine_line(runs, "A/A runs"), "", f"runs with any false alarm: {failing}/{len(runs)}", "",
+             "| rule | runs with a false alarm | rate | cases that raised one (runs) |", "| --- | ---: | ---: | --- |"]
     for kind in KINDS:
         runs_hit, cases_hit = 0, Counter()
         for run in runs:
@@ -119,21 +257,123 @@ def summary_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
+    """The speed noise per variant, and how the noise rule fares on each run when learned from the others."""
+    if len(runs) < 3:
+        return "too few A/A runs for the speed noise"
+    noise = speed_noise(runs, "", min_runs=3)
+    alarms, checked = [], 0
+    for index, run in enumerate(runs):
+        others = speed_noise(runs[:index] + runs[index + 1:], "", min_runs=2)
+        for case_id, case in run["cases"].items():
+            if case_id in others and case["speedup"] and case.get("baseline_speedup"):
+                checked += 1
+                drop = math.log(case["baseline_speedup"] / case["speedup"]) - others[case_id].center
+                if drop > noise_limit(others[case_id], policy):
+                    alarms.append(f"`{case_id}` (run {index + 1})")
+    lines = [f"Each run judged by the noise rule learned from the other {len(runs) - 1} runs: "
+             f"{len(alarms)} false alarm(s) in {checked} variant-runs{': ' + ', '.join(alarms) if alarms else ''}.", "",
+             "| variant | A/A spread of the speedup (sd) | mean offset vs the baseline | the gate fails a drop of more than |",
+             "| --- | ---: | ---: | ---: |"]
+    for case_id, case_noise in sorted(noise.items(), key=lambda item: -item[1].spread):
+        limit = 100 * (1 - math.exp(-noise_limit(case_noise, policy) - case_noise.center))
+        lines.append(f"| `{case_id}` | {100 * case_noise.spread:.1f}% | {100 * (math.exp(-case_noise.center) - 1):+.1f}% | {limit:.0f}% |")
+    return "\n".join(lines)
+
+
+def slowdown_table(runs: list[dict]) -> str:
+    """Per injected slowdown: how many slowed variant-runs the gate failed on speed."""
+    if not runs:
+        return "no slowdown runs logged yet"
+    lines = [_machine_line(runs, "runs"), "", "| slowdown | variant-runs | failed on speed | rate | missed |",
+             "| ---: | ---: | ---: | ---: | --- |"]
+    reliable = []
+    for level in LEVELS:
+        hits, misses = 0, []
+        for index, run in enumerate(runs):
+            for case_id, case_level in run["slowdowns"].items():
+                if case_level != level or case_id not in run["cases"]:
+                    continue
+                if any(f["kind"] == "speed" for f in run["cases"][case_id]["regressed"]):
+                    hits += 1
+                else:
+                    misses.append(f"`{case_id}` (run {index + 1})")
+        total = hits + len(misses)
+        if level and total and not misses:
+            reliable.append(level)
+        missed = (", ".join(misses) or "none") if level else "(no slowdown: these are false alarms)"
+        shown = missed if level else f"{hits} false alarm(s)"
+        lines.append(f"| {100 * level:.0f}% | {total} | {hits} | {hits / total if total else 0:.0%} | {shown} |")
+    # The smallest level from which on every level was caught every time.
+    from_on = [level for level in LEVELS[1:] if all(higher in reliable for higher in LEVELS if higher >= level)]
+    smallest = f"{100 * min(from_on):.0f}%" if from_on else "none of the levels"
+    return "\n".join([*lines, "", f"smallest slowdown caught in every variant-run, and every larger one too: {smallest}"])
+
+
+def injection_table(runs: list[dict]) -> str:
+    if not runs:
+        return "no injection runs logged yet"
+    lines = [_machine_line(runs, "runs"), "", "| regression injected | runs | caught | by | a failure it printed |",
+             "| --- | ---: | ---: | --- | --- |"]
+    for injection in INJECTIONS:
+        mine = [run for run in runs if run.get("injection") == injection.name]
+        if not mine:
+            continue
+        hits = [run for run in mine if caught(run, injection)]
+        kinds = Counter(f["kind"] for run in hits for target in injection.targets
+                        for f in run["cases"][target]["regressed"])
+        example = next((f["message"] for run in hits for f in run["cases"][injection.targets[0]]["regressed"]
+                        if f["kind"] in injection.kinds), "")
+        by = ", ".join(kind for kind, _ in kinds.most_common())
+        lines.append(f"| {injection.name} | {len(mine)} | {len(hits)} | {by} | `{injection.targets[0]}`: {example[:220]} |")
+    return "\n".join(lines)
+
+
+def report(logs: dict[str, Path]) -> str:
+    aa, slowdowns, injections = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections"))
+    return "\n".join([
+        "# How far the gate can be trusted: measured", "",
+        f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}` and "
+        f"`{logs['injections']}`; every figure below is from those logged runs.", "",
+        "## A/A: the same code, measured again and again", "", aa_table(aa), "",
+        "### Speed noise per variant", "", noise_table(aa), "",
+        "## Injected slowdowns", "", slowdown_table(slowdowns), "",
+        "## Injected regressions of quality, work and model", "", injection_table(injections), "",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="python -m harness.studies.gate_study", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    aa = commands.add_parser("aa", help="run the gate N times with no change, logging each run")
-    aa.add_argument("--runs", type=int, default=20, help="total runs wanted in the log (default 20)")
-    aa.add_argument("--log", type=Path, required=True)
-    summary = commands.add_parser("summary", help="the false-alarm table of a log")
-    summary.add_argument("--log", type=Path, required=True)
+    for name, what in (("aa", "run the gate N times with no change"), ("slowdowns", "run the gate with slowed variants"),
+                       ("injections", "run the gate once per injected regression, N times")):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("--runs", type=int, default=20 if name != "slowdowns" else 8, help="total runs wanted in the log")
+        command.add_argument("--log", type=Path, default=DEFAULT_LOGS[name])
+        command.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    command = commands.add_parser("calibrate", help="store each variant's A/A speed noise with its baseline entry")
+    command.add_argument("--log", type=Path, default=DEFAULT_LOGS["aa"])
+    command.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    command = commands.add_parser("report", help="the tables of the logs, as Markdown")
+    command.add_argument("--out", type=Path, help="write them here (default: print)")
+    for name, path in DEFAULT_LOGS.items():
+        command.add_argument(f"--{name}", type=Path, default=path)
     args = parser.parse_args(argv)
-    if args.command == "aa":
-        run_aa(args.log, args.runs, pytest_args)
-    print(summary_table(logged_runs(args.log)))
+    if args.command in ("aa", "slowdowns", "injections"):
+        {"aa": run_aa, "slowdowns": run_slowdowns, "injections": run_injections}[args.command](
+            args.log, args.runs, pytest_args, args.baseline)
+    elif args.command == "calibrate":
+        noise = calibrate(args.log, args.baseline)
+        print(f"speed noise of {len(noise)} variants stored in {args.baseline}")
+    else:
+        text = report({name: getattr(args, name) for name in DEFAULT_LOGS})
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text, encoding="utf-8")
+        print(text)
     return 0
 
 

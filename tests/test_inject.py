@@ -1,0 +1,58 @@
+"""The injected regressions of the gate study: specs parse or say what parses, and each one breaks what it says."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
+from harness.pipelines import eval as eval_pipeline
+
+
+def test_specs_parse() -> None:
+    injections = parse_injections(["slowdown=0.25", "slowdown=0.5@eval[math|kv_cache=on]", "disable=kv_cache",
+                                   "early-stop-cut=0.04", "topk-flip", "quantize=nf4"])
+    assert injections.slowdown_of("eval[math|kv_cache=on]", is_reference=False) == 0.5
+    assert injections.slowdown_of("eval[math|early_stop=on]", is_reference=False) == 0.25
+    assert injections.slowdown_of("eval[math|reference]", is_reference=True) == 0.0  # the naive path is not slowed
+    assert injections.pipeline_variant({"kv_cache": "on", "early_stop": "on"}) == {"kv_cache": "off", "early_stop": "on"}
+    assert injections.quantization("none") == "nf4" and injections.quantization("int8") == "int8"
+    assert injections.early_stop_cut == 0.04 and injections.topk_flip and injections.active
+    assert not Injections().active and parse_injections([]) == Injections()
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("slowdown=fast", "must be a number in (0, 10]"),
+    ("slowdown=0", "must be a number in (0, 10]"),
+    ("early-stop-cut=2", "must be a number in (0, 1]"),
+    ("disable=turbo", "unknown toggle 'turbo'"),
+    ("quantize=fp8", "not an injection; one of slowdown=F"),
+    ("everything", "not an injection"),
+])
+def test_bad_specs_say_what_parses(spec: str, words: str) -> None:
+    with pytest.raises(InjectionError, match="--bench-inject") as error:
+        parse_injections([spec])
+    assert words in str(error.value)
+
+
+def test_slowed_waits_its_fraction_of_the_call() -> None:
+    def work() -> str:
+        time.sleep(0.05)
+        return "done"
+
+    start = time.perf_counter()
+    assert slowed(work, 1.0)() == "done"
+    assert time.perf_counter() - start >= 0.1
+    assert slowed(work, 0.0) is work
+
+
+def test_early_stop_cut_stops_inside_the_box_on_its_share_and_is_undone() -> None:
+    honest = eval_pipeline.answer_complete
+    texts = [f"step {i}: 3 + {i} = {3 + i}. \\boxed{{1" for i in range(400)]
+    with patched_pipelines(parse_injections(["early-stop-cut=0.25"])):
+        cut = sum(eval_pipeline.answer_complete(text, "number") for text in texts)
+        assert not eval_pipeline.answer_complete("no box yet", "number")
+    assert 60 < cut < 140  # about a quarter of the answers, chosen by their text
+    assert eval_pipeline.answer_complete is honest
+    assert not any(honest(text, "number") for text in texts)  # the honest rule waits for the closing brace
