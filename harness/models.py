@@ -180,6 +180,7 @@ def weights_summary(model: torch.nn.Module) -> dict:
     method = "none"
     if config is not None:
         method = getattr(config, "quant_method", None) or (config.get("quant_method") if isinstance(config, dict) else None)
+        method = getattr(method, "value", method)  # transformers' QuantizationMethod enum
         if getattr(config, "load_in_4bit", False):
             method = f"{method}-{getattr(config, 'bnb_4bit_quant_type', '4bit')}"
         elif getattr(config, "load_in_8bit", False):

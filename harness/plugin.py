@@ -22,7 +22,7 @@ from harness.baseline import (BaselineError, BaselineFile, baseline_path, curren
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
-from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
+from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, SpeedProbe, measure, perf_counter_timer
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
@@ -49,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-min-time", type=float, default=DEFAULT_MIN_TIME, metavar="SECONDS",
                     help=f"more rounds until a variant's timed rounds add up to this (default {DEFAULT_MIN_TIME:g})")
     group.addoption("--bench-max-rounds", type=int, default=25, help="the time budget's cap on rounds (default 25)")
+    group.addoption("--bench-probe", default="auto", choices=("auto", "on", "off"),
+                    help="time a fixed machine-speed probe before every round and adjust speedups and times by it: "
+                         "auto (default: on CPU, where the machine's speed drifts), on, off")
     group.addoption("--bench-threads", default="auto", metavar="N",
                     help="torch threads on CPU: auto (default: half the cores, at least 1, so that other work on "
                          "the machine cannot stall every step), or a number")
@@ -180,6 +183,11 @@ class BenchSession:
         return self.config.getoption("--bench-model")
 
     @cached_property
+    def probe(self) -> SpeedProbe | None:
+        mode = self.config.getoption("--bench-probe")
+        return SpeedProbe() if mode == "on" or (mode == "auto" and self.device == "cpu") else None
+
+    @cached_property
     def fingerprint(self) -> dict:
         return fingerprint(self.device)
 
@@ -298,6 +306,7 @@ class BenchCase:
                 warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, handed),
                 settings=settings,
                 progress=progress.start_round,
+                probe=self.session.probe,
                 **({"timer": timer} if timer else {}),
             )
         record = CaseRecord(
@@ -313,7 +322,7 @@ class BenchCase:
                       "weights": weights_summary(loaded.model)},
         )
         if not is_reference:
-            record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
+            record.speedup = bootstrap_speedup(reference.speed.adjusted_rounds, speed.adjusted_rounds)
             shared, differing = differing_items(output, reference.output)
             record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
@@ -349,10 +358,10 @@ def _no_warm_up(model, tokenizer, variant) -> None:
 def _benchmark_timer(benchmark) -> Callable:
     """Rounds through pytest-benchmark's pedantic mode, so its JSON and tables hold the same rounds."""
 
-    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
+    def timer(target, rounds: int, earlier: list[float], setup) -> list[float]:
         if getattr(benchmark, "disabled", False):
-            return perf_counter_timer(target, rounds, earlier)
-        benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+            return perf_counter_timer(target, rounds, earlier, setup)
+        benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
         # The rounds timed before (the one that sized the rest, same clock) belong in its figures too.
         benchmark.stats.stats.data[:0] = earlier
         return list(benchmark.stats.stats.data)

@@ -184,16 +184,23 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
     return Finding("speedup", "baseline", status, message)
 
 
-def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: GatePolicy) -> Finding:
-    current_median = float(np.median(current))
-    baseline_median = float(np.median(baseline))
-    slower = current_median >= baseline_median
+def comparable_rounds(current: CaseRecord, baseline: CaseRecord) -> tuple[list[float], list[float], bool]:
+    """Both sides' rounds adjusted by their machine-speed probe when both have one, else both plain."""
+    if current.speed.adjusted and baseline.speed.adjusted:
+        return current.speed.adjusted_rounds, baseline.speed.adjusted_rounds, True
+    return list(current.speed.round_seconds), list(baseline.speed.round_seconds), False
+
+
+def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> Finding:
+    cur, base, adjusted = comparable_rounds(current, baseline)
+    factor = float(np.median(cur) / np.median(base))
+    slower = factor >= 1.0
     # One-sided in the direction the medians moved: "greater" asks whether current is slower.
-    p = float(stats.mannwhitneyu(current, baseline, alternative="greater" if slower else "less").pvalue)
-    factor = current_median / baseline_median
+    p = float(stats.mannwhitneyu(cur, base, alternative="greater" if slower else "less").pvalue)
     message = (
-        f"median time {_fmt_seconds(baseline_median)} -> {_fmt_seconds(current_median)} "
-        f"(x{factor:.2f}, Mann-Whitney {_fmt_p(p)}, factor {policy.time_factor:g})"
+        f"median time {_fmt_seconds(baseline.speed.median_seconds)} -> {_fmt_seconds(current.speed.median_seconds)} "
+        f"(x{factor:.2f}{' adjusted for machine speed' if adjusted else ''}, Mann-Whitney {_fmt_p(p)}, "
+        f"factor {policy.time_factor:g})"
     )
     # `<=`: with 3 rounds a side the smallest exact one-sided p is 1/20 = 0.05 = speed_alpha.
     significant = p <= policy.speed_alpha + _EPS
@@ -205,9 +212,7 @@ def _time_finding(current: Sequence[float], baseline: Sequence[float], policy: G
     return Finding("median_seconds", "baseline", status, message)
 
 
-def _confirmed_by_own_rounds(
-    finding: Finding, current: Sequence[float], baseline: Sequence[float], policy: GatePolicy
-) -> Finding:
+def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> Finding:
     """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney).
 
     Noise in the reference's rounds alone can move a ratio of medians; it must not fail a build.
@@ -215,7 +220,8 @@ def _confirmed_by_own_rounds(
     if finding.status == PASSED:
         return finding
     alternative = "greater" if finding.status == REGRESSED else "less"
-    p = float(stats.mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+    cur, base, _ = comparable_rounds(current, baseline)
+    p = float(stats.mannwhitneyu(cur, base, alternative=alternative).pvalue)
     if p <= policy.speed_alpha + _EPS:
         return finding
     return replace(finding, status=PASSED,
@@ -234,13 +240,13 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
         if noise is not None and noise.runs >= policy.min_noise_runs:
             return [_noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)]
         finding = _speedup_finding(current.speedup, baseline.speedup, policy)
-        return [_confirmed_by_own_rounds(finding, current.speed.round_seconds, baseline.speed.round_seconds, policy)]
+        return [_confirmed_by_own_rounds(finding, current, baseline, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
     # absolute times too (same case, same device class).
     cur, base = current.speed.round_seconds, baseline.speed.round_seconds
     if not cur or not base or min(cur) <= 0 or min(base) <= 0:
         return [Finding("median_seconds", "baseline", PASSED, "speed not comparable: no timed rounds on one side")]
-    return [_time_finding(cur, base, policy)]
+    return [_time_finding(current, baseline, policy)]
 
 
 # --- quality -----------------------------------------------------------------------------------
@@ -554,6 +560,7 @@ __all__ = [
     "GatePolicy",
     "Verdict",
     "bootstrap_speedup",
+    "comparable_rounds",
     "decision_findings",
     "fidelity_class",
     "judge",

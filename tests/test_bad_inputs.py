@@ -217,3 +217,16 @@ def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(p
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*toggle 'kv_cache' has no value 'maybe'; values: off, on*"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--bench-threads", "many"), "--bench-threads many: give auto or a whole number of threads, at least 1"),
+    (("--bench-rounds", "5", "--bench-max-rounds", "3"), "--bench-max-rounds must be at least --bench-rounds"),
+    (("--bench-min-time", "-1"), "--bench-min-time must not be negative"),
+    (("--bench-inject", "slowdown=-0.5"), "--bench-inject slowdown=-0.5: '-0.5' must be a number in (0, 10]"),
+])
+def test_bad_measurement_options_are_usage_errors_that_say_what_to_give(pytester: pytest.Pytester, args, message) -> None:
+    pytester.makepyfile(test_cases=CASES.replace("TROUBLE", "pass"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()

@@ -91,7 +91,7 @@ def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
     # As if the baseline had been 10x slower, over the 3 rounds a speed verdict needs (with a little spread).
     speed["round_seconds"] = [10 * speed["round_seconds"][0] * f for f in (1.0, 1.02, 0.98)]
     path.write_text(json.dumps(data))
-    ratcheted = _run(pytester, "--benchmark", "-k", "reference", "--bench-rounds", "3", "--bench-ratchet")
+    ratcheted = _run(pytester, "--benchmark", "-k", "reference", "--bench-rounds", "3", "--bench-min-time", "0", "--bench-ratchet")
     ratcheted.assert_outcomes(failed=1)
     ratcheted.stdout.fnmatch_lines(["*eval[[]context_qa|reference]: median time *(x0.*[[]vs baseline]",
                                     "the baseline is stale (--bench-ratchet): accept the new figures with harness accept*"])
@@ -125,3 +125,20 @@ def test_flash(bench):
 ''')
     result = _run(pytester, "--benchmark", "--bench-device", "cpu", "-rs")
     result.stdout.fnmatch_lines(["*flash_attention_2 needs a CUDA device*"])
+
+
+def test_injected_regressions_are_caught_and_never_saved(pytester):
+    pytest.importorskip("bitsandbytes")
+    _write_case(pytester)
+    _run(pytester, "--benchmark", "-k", "reference", "--bench-save-baseline", "--bench-reason", "clean").assert_outcomes(passed=1)
+    quantized = _run(pytester, "--benchmark", "-k", "reference", "--bench-inject", "quantize=nf4")
+    quantized.assert_outcomes(failed=1)
+    quantized.stdout.fnmatch_lines(["*model changed vs the baseline: * quantization none -> * quantization bitsandbytes-nf4*",
+                                    "note: regressions injected on purpose (--bench-inject quantize=nf4)*"])
+
+    refused = _run(pytester, "--benchmark", "--bench-inject", "slowdown=0.5", "--bench-save-baseline", "--bench-reason", "x")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*must not become baselines; drop --bench-save-baseline*"])
+    unknown = _run(pytester, "--benchmark", "--bench-inject", "faster=2")
+    assert unknown.ret == pytest.ExitCode.USAGE_ERROR
+    unknown.stderr.fnmatch_lines(["*--bench-inject faster=2: not an injection; one of slowdown=F*"])

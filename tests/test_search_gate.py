@@ -47,12 +47,12 @@ search._roll_out = _roll_out_without_cache
 
 def test_silent_fallback_to_no_cache_fails_on_counters_and_speedup(pytester):
     pytester.makepyfile(test_bench=CASE)
-    saved = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-save-baseline",
+    saved = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "0", "--bench-save-baseline",
                                           "--bench-reason", "cache path working")
     saved.assert_outcomes(passed=4)
 
     pytester.makeconftest(SILENT_CACHE_FALLBACK)
-    injected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")
+    injected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "0")
     injected.assert_outcomes(passed=2, failed=2)  # the two variants with kv_cache=on
     injected.stdout.fnmatch_lines([
         "search[[]aime|kv_cache=on,batching=dynamic]: speedup *x -> *x (CI*factor 2) [[]vs baseline]",
