@@ -14,7 +14,8 @@ TOGGLES = {
 
 
 @pytest.mark.bench(pipeline="search", toggles=TOGGLES)
-@pytest.mark.parametrize("suite", ["math", "aime"])
+# "aime" runs the same way (longer answers, 96 new tokens); it adds about two minutes on a 2-core CPU.
+@pytest.mark.parametrize("suite", ["math"])
 def test_search(bench, suite):
     items = generate_suite(suite, n=2, seed=0)
 

@@ -226,7 +226,7 @@ def source_line(diff: Diff) -> str:
     if diff.old is None:
         return line + " with no baseline"
     line += f" against {diff.old.kind} `{diff.old.source}`"
-    saves = [entry for entry in diff.old.history if not entry.get("speed_noise")]  # not the A/A noise stores
+    saves = [entry for entry in diff.old.history if not (entry.get("speed_noise") or entry.get("dropped"))]  # saves only
     if saves:
         last = saves[-1]
         line += f", last accepted {acceptance_label(Acceptance(str(last.get('reason', '')), str(last.get('saved_at', '')), last.get('commit')))}"
