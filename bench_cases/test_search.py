@@ -10,10 +10,10 @@ TOGGLES = {
     "batching": ["dynamic"],  # the sibling rollouts of an expansion in one generate call
     "early_stop": ["on"],
     "attention": ["sdpa"],
-}  # quantization also runs here; it is left to the eval case on CPU, where bitsandbytes is slow
+}  # quantization runs on GPU only (gpu_toggles): on CPU, bitsandbytes is slow
 
 
-@pytest.mark.bench(pipeline="search", toggles=TOGGLES)
+@pytest.mark.bench(pipeline="search", toggles=TOGGLES, gpu_toggles={"quantization": ["nf4"]})
 # "aime" runs the same way (longer answers, 96 new tokens); it adds about two minutes on a 2-core CPU.
 @pytest.mark.parametrize("suite", ["math"])
 def test_search(bench, suite):

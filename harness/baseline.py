@@ -156,10 +156,6 @@ def _record_problem(record: CaseRecord) -> str | None:
             and all(_is_number(s) and s > 0 for s in speed.round_seconds),
             "speed.round_seconds must be a non-empty list of positive numbers",
         ),
-        (
-            isinstance(speed.probe_seconds, list) and all(_is_number(s) and s > 0 for s in speed.probe_seconds),
-            "speed.probe_seconds must be a list of positive numbers",
-        ),
         (isinstance(speed.items_per_round, int), "speed.items_per_round must be an integer"),
         (isinstance(speed.tokens_per_round, int), "speed.tokens_per_round must be an integer"),
         (isinstance(speed.peak_memory_bytes, int), "speed.peak_memory_bytes must be an integer"),

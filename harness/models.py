@@ -7,12 +7,13 @@ import os
 import platform
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from harness import profiles
 from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
 
 EMBEDDED_MODELS = {"embedded": REFERENCE_MODEL, "embedded-reference": REFERENCE_MODEL, "embedded-sibling": SIBLING_MODEL}
@@ -30,6 +31,8 @@ class LoadSpec:
     device: str  # "cpu" or "cuda"
     dtype: str  # "float32" / "bfloat16" / "float16"
     quantization: str = "none"  # "none" / "int8" / "nf4"
+    # compile=on gets a model of its own: torch.compile keeps its graphs on the model it compiled
+    compile: bool = False
     # Opt-ins, off unless the user asks (--bench-trust-remote-code, --bench-allow-pickle-weights): a model
     # directory's Python code, and pickled weights, both run arbitrary code when loaded.
     trust_remote_code: bool = False
@@ -66,6 +69,9 @@ def default_dtype(device: str) -> str:
 def model_path(source: str) -> Path:
     if source in EMBEDDED_MODELS:
         return EMBEDDED_MODELS[source]
+    if profiles.is_profile(source):
+        profiles.profile_name(source)  # an unknown profile is named here, before any work
+        raise ModelLoadError(f"--bench-model {source} is built, not read from a directory")
     path = Path(source).expanduser()
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"--bench-model {source}: no config.json there; give a local Hugging Face model directory or 'embedded'")
@@ -76,6 +82,8 @@ def model_id(source: str) -> str:
     """A stable, path-free name for baselines: 'embedded-reference' or the directory's slug."""
     if source in EMBEDDED_MODELS:
         return "embedded-reference" if source == "embedded" else source
+    if profiles.is_profile(source):
+        return "random-" + profiles.profile_name(source)
     return re.sub(r"[^a-z0-9]+", "-", Path(source).expanduser().resolve().name.lower()).strip("-") or "model"
 
 
@@ -126,9 +134,21 @@ def _ensure_pad_token(tokenizer, path: Path) -> None:
 
 
 def load_model(spec: LoadSpec) -> LoadedModel:
-    """Load through `from_pretrained` from a local directory: safetensors only, no remote code (unless opted in)."""
+    """Load through `from_pretrained` from a local directory: safetensors only, no remote code (unless opted in).
+    A speed profile (`random:<arch>`) is built with seeded random weights; quantized, it is written once
+    as safetensors and loaded back, since bitsandbytes quantizes while loading."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if profiles.is_profile(spec.source):
+        try:
+            if spec.quantization == "none":
+                model = profiles.random_model(spec.source, spec.device, getattr(torch, spec.dtype))
+                tokenizer = profiles.build_tokenizer(model.config.vocab_size)
+                return LoadedModel(spec, model, tokenizer, Path(spec.source), model.config._attn_implementation or "eager")
+        except profiles.ProfileError as error:
+            raise ModelLoadError(str(error)) from None
+        spec_on_disk = replace(spec, source=str(profiles.saved_profile(spec.source, spec.dtype)))
+        return replace(load_model(spec_on_disk), spec=spec)
     path = model_path(spec.source)
     check_weight_files(path, spec.allow_pickle_weights)
     dtype = getattr(torch, spec.dtype)
@@ -200,6 +220,18 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver version, from NVML (through torch) where it answers."""
+    try:
+        import pynvml  # shipped with torch's CUDA builds as nvidia-ml-py
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML: the fingerprint says so with None
+        return None
+
+
 def device_class(device: str) -> str:
     """'cpu' or 'cuda-<gpu slug>': absolute times compare only within one class."""
     if device != "cuda":
@@ -221,5 +253,6 @@ def fingerprint(device: str) -> dict:
         "torch_threads": torch.get_num_threads(),
     }
     if device == "cuda":
-        facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count())
+        facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count(),
+                     driver=_gpu_driver())
     return facts

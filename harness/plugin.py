@@ -22,11 +22,13 @@ from harness.baseline import (BaselineError, BaselineFile, baseline_path, curren
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
-from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, SpeedProbe, measure, perf_counter_timer
+from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
+from harness.profiles import is_profile
 from harness.records import CaseRecord, PipelineOutput, SpeedNoise, differing_items
+from harness.roofline import decode_efficiency
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
@@ -49,9 +51,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-min-time", type=float, default=DEFAULT_MIN_TIME, metavar="SECONDS",
                     help=f"more rounds until a variant's timed rounds add up to this (default {DEFAULT_MIN_TIME:g})")
     group.addoption("--bench-max-rounds", type=int, default=25, help="the time budget's cap on rounds (default 25)")
-    group.addoption("--bench-probe", default="auto", choices=("auto", "on", "off"),
-                    help="time a fixed machine-speed probe before every round and adjust speedups and times by it: "
-                         "auto (default: on CPU, where the machine's speed drifts), on, off")
     group.addoption("--bench-threads", default="auto", metavar="N",
                     help="torch threads on CPU: auto (default: half the cores, at least 1, so that other work on "
                          "the machine cannot stall every step), or a number")
@@ -81,7 +80,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "bench(pipeline, toggles): a bench case, parametrized over toggle variants")
+    config.addinivalue_line("markers", "bench(pipeline, toggles, gpu_toggles): a bench case, parametrized over toggle "
+                                       "variants (gpu_toggles: swept as well on CUDA)")
     config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
     if not config.getoption("--benchmark"):
         return
@@ -151,10 +151,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("bench")
     if marker is None or "variant" not in metafunc.fixturenames:
         return
-    swept = {name: tuple(values) for name, values in marker.kwargs.get("toggles", {}).items()}
-    matrix = metafunc.config.getoption("--bench-matrix")
     session = _session(metafunc.config)
     device = session.device if session else "cpu"
+    swept = swept_toggles(marker, device)
+    matrix = metafunc.config.getoption("--bench-matrix")
     chosen = toggle_registry.variants(swept, matrix)
     reference = chosen[0]
     params = []
@@ -163,6 +163,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(variant, id=toggle_registry.variant_label(variant, reference), marks=marks))
     metafunc.parametrize("variant", params)
+
+
+def swept_toggles(marker: pytest.Mark, device: str) -> dict[str, tuple[str, ...]]:
+    """The toggles a case sweeps here: `toggles`, and on a GPU also `gpu_toggles` (what only pays off, or only
+    runs, there: 4-bit weights, compile)."""
+    toggles = dict(marker.kwargs.get("toggles", {}))
+    if device == "cuda":
+        for name, values in marker.kwargs.get("gpu_toggles", {}).items():
+            toggles[name] = (*toggles.get(name, ()), *(v for v in values if v not in toggles.get(name, ())))
+    return {name: tuple(values) for name, values in toggles.items()}
 
 
 @dataclass
@@ -181,11 +191,6 @@ class BenchSession:
     @property
     def model_source(self) -> str:
         return self.config.getoption("--bench-model")
-
-    @cached_property
-    def probe(self) -> SpeedProbe | None:
-        mode = self.config.getoption("--bench-probe")
-        return SpeedProbe() if mode == "on" or (mode == "auto" and self.device == "cpu") else None
 
     @cached_property
     def fingerprint(self) -> dict:
@@ -235,11 +240,20 @@ class BenchCase:
     def reference_variant(self) -> dict[str, str]:
         return toggle_registry.reference_variant(self.swept)
 
+    @property
+    def device(self) -> str:
+        return self.session.device
+
+    @property
+    def speed_profile(self) -> bool:
+        """True when the session runs random weights (`--bench-model random:<arch>`): answers mean nothing."""
+        return is_profile(self.session.model_source)
+
     def load_spec(self, variant: dict[str, str]) -> LoadSpec:
         device, config = self.session.device, self.session.config
         quantization = self.session.injections.quantization(variant.get("quantization", "none"))
         return LoadSpec(self.session.model_source, device, default_dtype(device), quantization,
-                        trust_remote_code=config.getoption("--bench-trust-remote-code"),
+                        compile=variant.get("compile") == "on", trust_remote_code=config.getoption("--bench-trust-remote-code"),
                         allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"))
 
     def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
@@ -300,13 +314,14 @@ class BenchCase:
         injections, case_id = self.session.injections, self._case_id(group, variant)
         handed = injections.pipeline_variant(variant)
         run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed), injections.slowdown_of(case_id, is_reference))
+        if variant.get("compile") == "on":  # compiling is the warm-up: every shape the rounds will see, first
+            warm_up = pipeline
         with case_progress(case_id, mode, self._progress_stream()) as progress, patched_pipelines(injections):
             output, speed = measure(
                 run=run,
                 warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, handed),
                 settings=settings,
                 progress=progress.start_round,
-                probe=self.session.probe,
                 **({"timer": timer} if timer else {}),
             )
         record = CaseRecord(
@@ -319,10 +334,14 @@ class BenchCase:
             speed=speed,
             output=output,
             metadata={"dtype": loaded.spec.dtype, "device": self.session.device, "model": model_id(self.session.model_source),
-                      "weights": weights_summary(loaded.model)},
+                      "weights": weights_summary(loaded.model), "random_weights": is_profile(self.session.model_source)},
         )
+        if self.session.device == "cuda":
+            efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
+            if efficiency is not None:
+                record.metadata["decode"] = efficiency.to_dict()
         if not is_reference:
-            record.speedup = bootstrap_speedup(reference.speed.adjusted_rounds, speed.adjusted_rounds)
+            record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
             shared, differing = differing_items(output, reference.output)
             record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
@@ -358,10 +377,10 @@ def _no_warm_up(model, tokenizer, variant) -> None:
 def _benchmark_timer(benchmark) -> Callable:
     """Rounds through pytest-benchmark's pedantic mode, so its JSON and tables hold the same rounds."""
 
-    def timer(target, rounds: int, earlier: list[float], setup) -> list[float]:
+    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
         if getattr(benchmark, "disabled", False):
-            return perf_counter_timer(target, rounds, earlier, setup)
-        benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
+            return perf_counter_timer(target, rounds, earlier)
+        benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
         # The rounds timed before (the one that sized the rest, same clock) belong in its figures too.
         benchmark.stats.stats.data[:0] = earlier
         return list(benchmark.stats.stats.data)
@@ -397,8 +416,7 @@ def bench(request: pytest.FixtureRequest, variant: dict[str, str]) -> BenchCase:
     if session is None:
         pytest.skip("bench case: runs with pytest --benchmark")
     marker = request.node.get_closest_marker("bench")
-    swept = {name: tuple(values) for name, values in marker.kwargs.get("toggles", {}).items()}
-    return BenchCase(session, request, variant, marker.kwargs["pipeline"], swept)
+    return BenchCase(session, request, variant, marker.kwargs["pipeline"], swept_toggles(marker, session.device))
 
 
 def _session_diff(bench_session: BenchSession) -> Diff:

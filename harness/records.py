@@ -30,20 +30,7 @@ class Speed:
     tokens_per_round: int  # generated tokens, for tokens/s
     peak_memory_bytes: int
     memory_kind: str  # "cuda_max_allocated" or "cpu_peak_rss"
-    # The machine-speed probe timed before each round (measure.SpeedProbe); empty where none ran.
-    probe_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def adjusted_rounds(self) -> list[float]:
-        """Each round divided by its probe: round times with the machine's drift taken out (probe units).
-        The plain rounds where no probe ran."""
-        if len(self.probe_seconds) != len(self.round_seconds):
-            return list(self.round_seconds)
-        return [r / p for r, p in zip(self.round_seconds, self.probe_seconds)]
-
-    @property
-    def adjusted(self) -> bool:
-        return bool(self.probe_seconds) and len(self.probe_seconds) == len(self.round_seconds)
+    warm_up_seconds: float = 0.0  # untimed first run; with compile=on, the compilation (reported apart)
 
     @property
     def median_seconds(self) -> float:

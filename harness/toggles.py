@@ -44,7 +44,7 @@ TOGGLES: dict[str, Toggle] = {
         Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", RUN, TOLERANCE, _ALL,
                "attention implementation"),
         Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization"),
-        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, _ALL, "static KV cache + torch.compile"),
+        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, frozenset({"eval"}), "static KV cache + torch.compile"),
     )
 }
 
@@ -82,6 +82,8 @@ def unavailable_reason(variant: dict[str, str], device: str) -> str | None:
             return "attention=flash_attention_2 needs the flash_attn package"
     if variant.get("compile") == "on" and device != "cuda":
         return "compile=on (static cache + CUDA graphs) needs a CUDA device (--bench-device cuda)"
+    if variant.get("compile") == "on" and variant.get("kv_cache", "on") == "off":
+        return "compile=on compiles decoding for a static KV cache: it needs kv_cache=on"
     if variant.get("compile") == "on" and quantization != "none":
         return "compile=on with bitsandbytes quantization is not supported by torch.compile; drop one of them"
     return None

@@ -184,22 +184,15 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
     return Finding("speedup", "baseline", status, message)
 
 
-def comparable_rounds(current: CaseRecord, baseline: CaseRecord) -> tuple[list[float], list[float], bool]:
-    """Both sides' rounds adjusted by their machine-speed probe when both have one, else both plain."""
-    if current.speed.adjusted and baseline.speed.adjusted:
-        return current.speed.adjusted_rounds, baseline.speed.adjusted_rounds, True
-    return list(current.speed.round_seconds), list(baseline.speed.round_seconds), False
-
-
 def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> Finding:
-    cur, base, adjusted = comparable_rounds(current, baseline)
+    cur, base = current.speed.round_seconds, baseline.speed.round_seconds
     factor = float(np.median(cur) / np.median(base))
     slower = factor >= 1.0
     # One-sided in the direction the medians moved: "greater" asks whether current is slower.
     p = float(stats.mannwhitneyu(cur, base, alternative="greater" if slower else "less").pvalue)
     message = (
         f"median time {_fmt_seconds(baseline.speed.median_seconds)} -> {_fmt_seconds(current.speed.median_seconds)} "
-        f"(x{factor:.2f}{' adjusted for machine speed' if adjusted else ''}, Mann-Whitney {_fmt_p(p)}, "
+        f"(x{factor:.2f}, Mann-Whitney {_fmt_p(p)}, "
         f"factor {policy.time_factor:g})"
     )
     # `<=`: with 3 rounds a side the smallest exact one-sided p is 1/20 = 0.05 = speed_alpha.
@@ -220,8 +213,7 @@ def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: Ca
     if finding.status == PASSED:
         return finding
     alternative = "greater" if finding.status == REGRESSED else "less"
-    cur, base, _ = comparable_rounds(current, baseline)
-    p = float(stats.mannwhitneyu(cur, base, alternative=alternative).pvalue)
+    p = float(stats.mannwhitneyu(current.speed.round_seconds, baseline.speed.round_seconds, alternative=alternative).pvalue)
     if p <= policy.speed_alpha + _EPS:
         return finding
     return replace(finding, status=PASSED,
@@ -424,8 +416,9 @@ def _differing_toggles(record: CaseRecord) -> list[str]:
 def fidelity_class(record: CaseRecord) -> str | None:
     """The contract a variant owes the reference: the loosest class among the toggles that differ.
 
-    None for the reference itself. "exact" only holds in fp32 (metadata dtype); in any other dtype an
-    exact toggle degrades to "tolerance".
+    None for the reference itself. "exact" only holds in fp32 (metadata dtype) with unquantized weights; in
+    any other dtype, or with 4-bit or 8-bit weights (whose kernels round differently from one shape to
+    another), an exact toggle degrades to "tolerance".
     """
     if record.is_reference:
         return None
@@ -438,9 +431,17 @@ def fidelity_class(record: CaseRecord) -> str | None:
             raise ValueError(f"{record.case_id}: toggle {toggle!r} has unknown fidelity class {cls!r}")
         classes.append(cls)
     loosest = max(classes, key=FIDELITY_CLASSES.index)
-    if loosest == "exact" and str(record.metadata.get("dtype")) not in _FP32_NAMES:
+    if loosest == "exact" and (str(record.metadata.get("dtype")) not in _FP32_NAMES or _quantized(record)):
         return "tolerance"
     return loosest
+
+
+def _quantized(record: CaseRecord) -> str | None:
+    """The quantization of the weights a record ran, or None when they were not quantized."""
+    weights = record.metadata.get("weights")
+    loaded = weights.get("quantization", "none") if isinstance(weights, dict) else "none"
+    asked = record.variant.get("quantization", "none")
+    return next((q for q in (loaded, asked) if q != "none"), None)
 
 
 def _fidelity_findings(
@@ -471,7 +472,12 @@ def _fidelity_findings(
 
     degraded = ""
     if cls == "tolerance" and "exact" in {current.fidelity.get(t) for t in _differing_toggles(current)}:
-        degraded = f" (exact only in fp32, dtype {current.metadata.get('dtype', 'unknown')})"
+        quantized = f", {_quantized(current)} weights" if _quantized(current) else ""
+        degraded = f" (exact only in fp32 with unquantized weights; dtype {current.metadata.get('dtype', 'unknown')}{quantized})"
+    if current.metadata.get("random_weights"):
+        # Random weights put near-ties everywhere: any rounding turns tokens. Reported, not judged.
+        return [Finding("fidelity", against, PASSED, f"fidelity ({cls}{degraded}): {summary}{first}; random weights "
+                                                     "turn on any rounding, so only exact toggles are judged")]
     if cls == "tolerance" and agreement < policy.min_agreement:
         status, message = REGRESSED, (f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, "
                                       f"below {100 * policy.min_agreement:.0f}%{first}")
@@ -560,7 +566,6 @@ __all__ = [
     "GatePolicy",
     "Verdict",
     "bootstrap_speedup",
-    "comparable_rounds",
     "decision_findings",
     "fidelity_class",
     "judge",

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.measure import MeasureSettings, SpeedProbe, measure
+from harness.measure import MeasureSettings, measure
 from harness.records import PipelineOutput
 
 
@@ -33,10 +33,9 @@ def output() -> PipelineOutput:
 def test_measure_times_as_many_rounds_as_the_budget_asks_through_the_given_clock() -> None:
     calls: list[tuple[int, list[float]]] = []
 
-    def timer(target, rounds: int, earlier: list[float], setup) -> list[float]:
+    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
         calls.append((rounds, list(earlier)))
         for _ in range(rounds):
-            setup()
             target()
         return [*earlier, *[0.02] * rounds]
 
@@ -53,11 +52,3 @@ def test_one_round_asked_for_is_one_round() -> None:
     _, speed = measure(output, warm_up=lambda: None, settings=MeasureSettings(rounds=1, min_time=10.0))
     assert len(speed.round_seconds) == 1
 
-
-def test_the_probe_is_timed_before_every_round_and_adjusts_them() -> None:
-    probe = SpeedProbe(steps=2)
-    _, speed = measure(output, warm_up=lambda: None, settings=MeasureSettings(rounds=4), probe=probe)
-    assert len(speed.probe_seconds) == len(speed.round_seconds) == 4 and speed.adjusted
-    assert speed.adjusted_rounds == [r / p for r, p in zip(speed.round_seconds, speed.probe_seconds)]
-    _, plain = measure(output, warm_up=lambda: None, settings=MeasureSettings(rounds=2))
-    assert plain.probe_seconds == [] and not plain.adjusted and plain.adjusted_rounds == plain.round_seconds

@@ -443,6 +443,28 @@ def test_fidelity_class_exact_only_in_fp32() -> None:
     assert fidelity_class(make_record({"kv_cache": "on"}, dtype="bfloat16")) == "tolerance"
 
 
+def test_fidelity_class_exact_only_with_unquantized_weights() -> None:
+    quantized = make_record({"kv_cache": "on"})
+    quantized.metadata["weights"] = {"parameters": 10, "bytes": 10, "dtypes": ["float32", "uint8"],
+                                     "quantization": "bitsandbytes-nf4"}
+    assert fidelity_class(quantized) == "tolerance"
+    quantized.metadata["weights"]["quantization"] = "none"
+    assert fidelity_class(quantized) == "exact"
+
+
+def test_random_weights_report_tolerance_agreement_without_judging_it() -> None:
+    outputs = [f"answer {i}" for i in range(32)]
+    outputs[:20] = ["noise"] * 20
+    current = make_record({"attention": "sdpa"}, outputs=outputs, scores=[0.0] * 32)
+    current.metadata["random_weights"] = True
+    finding = only(judge(current, None, make_record()).findings, "fidelity", "reference")
+    assert finding.status == PASSED
+    assert "agreement 12/32 (37.5%)" in finding.message and "only exact toggles are judged" in finding.message
+    exact = make_record({"kv_cache": "on"}, outputs=outputs)
+    exact.metadata["random_weights"] = True
+    assert only(judge(exact, None, make_record()).findings, "fidelity", "reference").status == REGRESSED
+
+
 def test_fidelity_class_is_the_loosest() -> None:
     assert fidelity_class(make_record({"kv_cache": "on", "attention": "sdpa"})) == "tolerance"
     assert fidelity_class(make_record({"kv_cache": "on", "early_stop": "on"})) == "budgeted"

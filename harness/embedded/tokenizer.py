@@ -12,13 +12,17 @@ SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 CHARACTERS = ("\n", *(chr(code) for code in range(32, 127)))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     """One token per character, BOS prepended, left padding for batched generation.
 
     Text is never parsed for special tokens: a prompt that contains "<s>" or "</s>" is encoded
-    character by character, like any other text, and decodes back to itself.
+    character by character, like any other text, and decodes back to itself. With `vocab_size`, filler
+    tokens `<|N|>` fill the vocabulary up to it (for a larger model's ids: they decode, text never
+    encodes to them).
     """
-    vocab = {token: index for index, token in enumerate((*SPECIAL_TOKENS, *CHARACTERS))}
+    tokens = [*SPECIAL_TOKENS, *CHARACTERS]
+    tokens += [f"<|{index}|>" for index in range(len(tokens), vocab_size or 0)]
+    vocab = {token: index for index, token in enumerate(tokens)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
@@ -33,7 +37,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
         padding_side="left",
-        model_max_length=512,
+        model_max_length=512 if vocab_size is None else 4096,
         split_special_tokens=True,
     )
 

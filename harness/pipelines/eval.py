@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
 
 from harness.answers import extract_boxed
 from harness.progress import advance
@@ -29,6 +29,7 @@ class EvalSettings:
     early_stop: bool = False
     batching: str = "1"  # "1", "static8" or "dynamic"
     token_budget: int = 2048  # dynamic batching: rows x (longest prompt + max_new_tokens) per bucket
+    compile: bool = False  # a static KV cache, and the decoding step compiled with CUDA graphs
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> EvalSettings:
@@ -37,6 +38,7 @@ class EvalSettings:
             kv_cache=variant.get("kv_cache", "off") == "on",
             early_stop=variant.get("early_stop", "off") == "on",
             batching=variant.get("batching", "1"),
+            compile=variant.get("compile", "off") == "on",
             **overrides,
         )
 
@@ -76,13 +78,21 @@ class RowTracker(StoppingCriteria):
 
 @contextmanager
 def count_forward_passes(model: torch.nn.Module):
-    """Counts forward calls and the tokens they process (prefill + decode + recomputation)."""
-    counts = {"forward_passes": 0, "processed_tokens": 0}
+    """Counts forward calls, the tokens they process (prefill + decode + recomputation) and the key/value
+    positions they attend to (rows x attended length: what a cached decode step reads, for the roofline)."""
+    counts = {"forward_passes": 0, "processed_tokens": 0, "kv_positions_read": 0}
 
     def hook(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         counts["forward_passes"] += 1
         counts["processed_tokens"] += int(ids.numel()) if ids is not None else 0
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            counts["kv_positions_read"] += int(mask.numel())
+        elif ids is not None:
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            past = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+            counts["kv_positions_read"] += int(ids.shape[0] * (ids.shape[-1] + past))
 
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
@@ -129,6 +139,7 @@ def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSetti
         eos_token_id=tokenizer.eos_token_id if settings.early_stop else None,
         pad_token_id=tokenizer.pad_token_id,
         stopping_criteria=StoppingCriteriaList([tracker]),
+        **_compiled_decoding(settings),
     )
     new = output[:, width:]
     steps = new.shape[1]
@@ -142,6 +153,16 @@ def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSetti
         "prompt_tokens": int(encoded["attention_mask"].sum()),
     }
     return texts, counters
+
+
+def _compiled_decoding(settings: EvalSettings) -> dict:
+    """generate's arguments for compile=on: a static cache, which transformers' generate compiles the decoding
+    step for (torch.compile, mode reduce-overhead: CUDA graphs); nothing otherwise."""
+    if not settings.compile:
+        return {}
+    if not settings.kv_cache:
+        raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
+    return {"cache_implementation": "static", "compile_config": CompileConfig(mode="reduce-overhead")}
 
 
 @torch.no_grad()

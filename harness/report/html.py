@@ -25,6 +25,7 @@ from harness.report.tables import (
     agreement_label,
     findings_by_message,
     number_label,
+    timing_label,
     source_line,
     acceptance_label,
     counters_label,
@@ -240,7 +241,7 @@ def _cells(number: int, row: pd.Series, variants: dict[str, str], numbers: dict[
         f'<td class="variant">{variant}</td>',
         f'<td class="num">{speedup}</td>',
         f'<td class="num">{_text(number_label(row["items/min"]))}</td>',
-        f'<td class="num">{_text(number_label(row["tokens/s"]))}</td>',
+        f'<td class="num">{_text(number_label(row["tokens/s"]))}{"<br>" + _text(row["roofline"]) if row["roofline"] else ""}</td>',
         f'<td class="num">{_text(number_label(row["peak memory (MiB)"]))}</td>',
         f"<td>{quality}</td>",
         f'<td class="num">{_text(agreement_label(row["agreement"]))}</td>',
@@ -263,10 +264,7 @@ def _table(rows: list[tuple[CaseDiff, pd.Series]], variants: dict[str, str], num
 
 def _rounds(record: CaseRecord) -> str:
     speed = record.speed
-    rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
-    return (f"median {speed.median_seconds:.4g} s over {len(speed.round_seconds)} rounds ({rounds}); "
-            f"{speed.items_per_round} items and {speed.tokens_per_round} generated tokens per round; "
-            f"peak memory {speed.peak_memory_bytes / 2**20:,.1f} MiB ({speed.memory_kind})")
+    return f"{timing_label(record)}; peak memory {speed.peak_memory_bytes / 2**20:,.1f} MiB ({speed.memory_kind})"
 
 
 def _facts(case: CaseDiff) -> list[tuple[str, str]]:

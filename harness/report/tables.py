@@ -33,6 +33,7 @@ COLUMNS = (
     "items/min",
     "tokens/s",
     "peak memory (MiB)",
+    "roofline",
     "quality",
     "quality delta",
     "agreement",
@@ -193,6 +194,7 @@ def summary_frame(diff: Diff) -> pd.DataFrame:
             "tokens/s": record.speed.tokens_per_second if case.current and record.speed.tokens_per_round
             else float("nan"),
             "peak memory (MiB)": record.speed.peak_memory_bytes / 2**20 if case.current else float("nan"),
+            "roofline": roofline_label(case.current) or "",
             "quality": quality_label(record),
             "quality delta": quality_delta_label(case),
             "agreement": float("nan") if case.current is None or case.current.agreement is None
@@ -344,7 +346,7 @@ def _md_row(row: pd.Series) -> list[str]:
         variant,
         speedup,
         number_label(row["items/min"]),
-        number_label(row["tokens/s"]),
+        _joined((number_label(row["tokens/s"]), row["roofline"] or None)),
         number_label(row["peak memory (MiB)"]),
         quality,
         agreement_label(row["agreement"]),
@@ -443,17 +445,37 @@ def _md_details_within(diff: Diff, room: int) -> str:
             "HTML and JSON reports.\n")
 
 
+def timing_label(record: CaseRecord) -> str:
+    """The rounds as measured, the warm-up (the compilation, with compile=on) apart, and on a GPU the share of the
+    memory-bandwidth roofline."""
+    speed = record.speed
+    rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
+    text = (f"median {speed.median_seconds:.4g} s over {len(speed.round_seconds)} rounds ({rounds}); "
+            f"{speed.items_per_round} items and {speed.tokens_per_round} generated tokens per round")
+    if speed.warm_up_seconds:
+        what = "compilation included" if record.variant.get("compile") == "on" else "untimed"
+        text += f"; warm-up {speed.warm_up_seconds:.3g} s ({what})"
+    decode = record.metadata.get("decode")
+    if isinstance(decode, dict):
+        text += (f"; decode {decode['tokens_per_second']:,.0f} tok/s reading {decode['bytes_per_second'] / 1e12:.2f} TB/s, "
+                 f"{100 * decode['share']:.1f}% of the {decode['gpu']}'s {decode['peak_bytes_per_second'] / 1e12:.2f} TB/s")
+    return text
+
+
+def roofline_label(record: CaseRecord | None) -> str | None:
+    decode = record.metadata.get("decode") if record is not None else None
+    return f"{100 * decode['share']:.0f}% of roofline" if isinstance(decode, dict) else None
+
+
 def _md_details(case: CaseDiff, passed_findings: bool = True) -> list[str]:
     record = case.current or case.baseline
     speed = record.speed
-    rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
     side = "" if case.current else " (baseline)"
     lines = [
         f"#### `{case.case_id}` — {case.status}",
         "",
         f"- variant: {', '.join(f'{k}={v}' for k, v in record.variant.items()) or '(none)'}",
-        f"- timing{side}: median {speed.median_seconds:.4g} s over {len(speed.round_seconds)} rounds ({rounds}); "
-        f"{speed.items_per_round} items and {speed.tokens_per_round} generated tokens per round",
+        f"- timing{side}: {timing_label(record)}",
         f"- peak memory{side}: {speed.peak_memory_bytes / 2**20:,.1f} MiB ({speed.memory_kind})",
         f"- quality{side}: {', '.join(f'{k} {v:.4g}' for k, v in record.output.quality.items())} "
         f"over {len(record.output.item_ids)} items",

@@ -1,0 +1,96 @@
+"""Decode efficiency: how close a generation-heavy case runs to the memory-bandwidth limit of its GPU.
+
+At small batch every decode step reads all the weights and the KV cache once, so a step cannot take less
+than bytes / bandwidth. The share of that limit a case reaches is
+
+    (forward passes x weight bytes + KV positions read x KV bytes per position) / round time / peak bandwidth
+
+counted over the whole round: prefill, Python and the pipeline's own work count against it, which is the
+point. The counters come from the pipeline (`forward_passes`, `kv_positions_read`), the bytes from the
+loaded model, the bandwidth from the GPU's data sheet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+# Peak memory bandwidth, bytes/s, from the vendors' data sheets; matched on the device name, longest first.
+PEAK_BANDWIDTH = {
+    "h200": 4.8e12,
+    "h100 nvl": 3.9e12,
+    "h100 pcie": 2.0e12,
+    "h100": 3.35e12,  # SXM
+    "gh200": 4.0e12,
+    "a100-sxm4-80gb": 2.039e12,
+    "a100 80gb pcie": 1.935e12,
+    "a100": 1.555e12,  # 40GB
+    "l40s": 0.864e12,
+    "l4": 0.3e12,
+    "a10g": 0.6e12,
+    "a10": 0.6e12,
+    "rtx 4090": 1.008e12,
+    "rtx 3090": 0.936e12,
+}
+
+
+@dataclass(frozen=True)
+class DecodeEfficiency:
+    tokens_per_second: float
+    bytes_per_second: float  # weights and KV cache read, per second of round
+    peak_bytes_per_second: float
+    gpu: str
+
+    @property
+    def share(self) -> float:
+        return self.bytes_per_second / self.peak_bytes_per_second
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "share": self.share}
+
+
+def peak_bandwidth(gpu_name: str) -> float | None:
+    name = gpu_name.lower()
+    for key in sorted(PEAK_BANDWIDTH, key=len, reverse=True):
+        if key in name:
+            return PEAK_BANDWIDTH[key]
+    return None
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights a forward pass reads: every parameter (and quantization state), counted once even
+    where tied; the embedding table is read in full only where it doubles as the output projection."""
+    seen, total = set(), 0
+    embedding = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    tied = embedding is not None and model.get_output_embeddings() is not None and \
+        model.get_output_embeddings().weight is embedding
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) in seen or (tensor is embedding and not tied):
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def kv_bytes_per_position(model: torch.nn.Module) -> int:
+    """Bytes of keys and values one cached position holds, over all layers."""
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
+def decode_efficiency(model: torch.nn.Module, counters: dict[str, int], round_seconds: float, gpu_name: str) -> DecodeEfficiency | None:
+    """None off the GPU, for a GPU whose bandwidth is not known, or for a case that counts no forward passes."""
+    peak = peak_bandwidth(gpu_name)
+    passes = counters.get("forward_passes", 0)
+    if peak is None or not passes or round_seconds <= 0:
+        return None
+    read = passes * weight_bytes(model) + counters.get("kv_positions_read", 0) * kv_bytes_per_position(model)
+    return DecodeEfficiency(counters.get("generated_tokens", 0) / round_seconds, read / round_seconds, peak, gpu_name)
+
+
+__all__ = ["PEAK_BANDWIDTH", "DecodeEfficiency", "decode_efficiency", "kv_bytes_per_position", "peak_bandwidth",
+           "weight_bytes"]
