@@ -24,8 +24,9 @@ Per-item results, for the verdict's paired test and agreement:
   it outscores (ties half); for a faithful one, the share of hallucinated samples that outscore it.
   Their mean is exactly the AUC, so a paired test on them (Wilcoxon) tests the AUC change sample by
   sample, and the budget on their mean is a budget on the AUC.
-- item_outputs are the thresholded decision with the score to 2 decimals ("hallucinated 0.41"):
-  a tolerance-class toggle (batching, attention) must keep both on >= 90% of samples.
+- item_outputs are the thresholded decisions ("hallucinated" / "faithful"): a tolerance-class toggle
+  (batching, attention) must keep them on >= 90% of samples. The scores themselves move with the dtype
+  (in bf16 their second decimal changes on most samples), which the AUC's paired test judges instead.
 """
 
 from __future__ import annotations
@@ -460,5 +461,5 @@ def run_detection(model, tokenizer, calibration: Sequence[Sample], held_out: Seq
         counters={name: calibration_counters[name] + value for name, value in counters.items()},
         item_ids=[s.id for s in held_out],
         item_scores=placement_values(labels, scores),
-        item_outputs=[f"{decision} {score:.2f}" for decision, score in zip(decisions, scores)],
+        item_outputs=list(decisions),
     )
