@@ -307,7 +307,8 @@ class BenchCase:
         loaded.use_attention(variant)
         config = self.session.config
         settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
-                                   max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device)
+                                   max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
+                                   same_outputs=not is_profile(self.session.model_source))
         is_reference = reference is None
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
         mode = self.session.config.getoption("--bench-progress")
