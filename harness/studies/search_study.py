@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 
 from scipy import stats
 
-from harness.models import LoadSpec, load_model
+from harness.models import LoadSpec, default_dtype, load_model
 from harness.pipelines.eval import EvalSettings, answer_complete, run_eval
 from harness.pipelines.search import FORMAT_BONUS, SearchSettings, answer_reward, search_item, total_counters
 from harness.tasks import SUITES, TaskItem, check, generate_suite
@@ -156,10 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="speedup: timed rounds of each")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=tuple(REWARDS))
-    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--model", default="embedded", help="embedded, a model directory or a speed profile (random:<arch>)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="fp32 on cpu, bf16 on cuda")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    loaded = load_model(LoadSpec(args.model, "cpu", "float32", "none"))
+    loaded = load_model(LoadSpec(args.model, args.device, default_dtype(args.device), "none"))
     if args.study == "speedup":
         figures = speedup(loaded.model, loaded.tokenizer, args.suite, args.n or 4, args.rollouts, args.rounds)
         print(speedup_table(figures))
