@@ -56,3 +56,21 @@ def test_early_stop_cut_stops_inside_the_box_on_its_share_and_is_undone() -> Non
     assert 60 < cut < 140  # about a quarter of the answers, chosen by their text
     assert eval_pipeline.answer_complete is honest
     assert not any(honest(text, "number") for text in texts)  # the honest rule waits for the closing brace
+
+
+def test_topk_flip_shrinks_only_the_top_k_scores_and_is_undone() -> None:
+    import torch
+
+    from harness.pipelines import scoring
+
+    torch.manual_seed(0)
+    reference = scoring.ForcedBatch(torch.randn(2, 4, 10).log_softmax(-1), torch.randint(0, 10, (2, 4)))
+    candidate = scoring.ForcedBatch(torch.randn(2, 4, 10).log_softmax(-1), reference.targets)
+    honest = scoring.score_rows
+    before_topk = [row.score for row in honest(reference, candidate, "topk_delta", 5)]
+    before_full = [row.score for row in honest(reference, candidate, "delta_target", None)]
+    with patched_pipelines(parse_injections(["topk-flip"])):
+        shrunk = [row.score for row in scoring.score_rows(reference, candidate, "topk_delta", 5)]
+        full = [row.score for row in scoring.score_rows(reference, candidate, "delta_target", None)]
+    assert shrunk == pytest.approx([0.02 * score for score in before_topk]) and full == before_full
+    assert scoring.score_rows is honest

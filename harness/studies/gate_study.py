@@ -336,11 +336,27 @@ def report(logs: dict[str, Path]) -> str:
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
         f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}` and "
-        f"`{logs['injections']}`; every figure below is from those logged runs.", "",
-        "## A/A: the same code, measured again and again", "", aa_table(aa), "",
-        "### Speed noise per variant", "", noise_table(aa), "",
-        "## Injected slowdowns", "", slowdown_table(slowdowns), "",
-        "## Injected regressions of quality, work and model", "", injection_table(injections), "",
+        f"`{logs['injections']}`. Every figure below comes from those logged runs of the CPU gate "
+        "(`pytest --benchmark`, the default matrix, 1 torch thread, at least 3 rounds and 10 s of them per variant).", "",
+        "## A/A: the same code, measured again and again", "",
+        "Each run is the whole gate against the committed baseline, with no change. The table counts the findings "
+        "each run failed on, by rule, as the gate judged them in that run (cases whose speed noise was not yet "
+        "stored are judged by the factor rule).", "",
+        aa_table(aa), "",
+        "### Speed noise per variant", "",
+        "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
+        "not learn from (each run against the other runs), it raises this many false alarms:", "",
+        noise_table(aa), "",
+        "## Injected slowdowns", "",
+        "Each run slows every optimized variant by 0%, 10%, 25% or 50% (`--bench-inject slowdown=F@CASE`: a busy "
+        "wait of F times each call of its pipeline); a variant's level rotates from run to run. The gate judges "
+        "with the speed noise stored by `calibrate`. A slowed variant is caught when the gate fails it on speed; "
+        "at 0% a failure on speed is a false alarm.", "",
+        slowdown_table(slowdowns), "",
+        "## Injected regressions of quality, work and model", "",
+        "Each run puts one regression in through `--bench-inject` and runs only the case it must fail (and its "
+        "reference), with one timed round: these rules do not depend on timing.", "",
+        injection_table(injections), "",
     ])
 
 
