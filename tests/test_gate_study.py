@@ -94,3 +94,39 @@ def test_injection_table_names_what_caught_each_injection() -> None:
     assert caught(runs[0], injection) and not caught(runs[1], injection)
     table = injection_table(runs)
     assert f"| {injection.name} | 2 | 1 | counters, speed | `{target}`: counters moved |" in table
+
+
+def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(tmp_path: Path) -> None:
+    import shutil
+
+    from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
+
+    from harness.baseline import load_baseline, speed_noise_of
+    from harness.studies.gate_study import baseline_speedups, calibrate
+
+    baseline = tmp_path / "baseline.json"
+    shutil.copy(RECORDED, baseline)
+    speedups = baseline_speedups(baseline)
+    factors = [1.0, 1.02, 0.98, 1.05, 0.95, 1.01, 0.99, 1.03]
+    runs = [run(f"2026-12-01T0{i}:00:00",
+                {ALL_ON: case(speedup=speedups[ALL_ON] * f, baseline_speedup=speedups[ALL_ON]),
+                 # judged against another baseline record: not learned from
+                 SEARCH_ALL_ON: case(speedup=speedups[SEARCH_ALL_ON] * f, baseline_speedup=speedups[SEARCH_ALL_ON] * 2)})
+            for i, f in enumerate(factors)]
+    log = tmp_path / "aa.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    stored = calibrate(log, baseline)
+    assert set(stored) == {ALL_ON}
+    loaded = load_baseline(baseline, "cpu", "embedded-reference")
+    noise = speed_noise_of(loaded, ALL_ON)
+    assert noise.runs == 8 and math.isclose(noise.spread, stored[ALL_ON].spread)
+    assert speed_noise_of(loaded, SEARCH_ALL_ON) is None
+    assert loaded.history[-1]["speed_noise"] is True
+
+
+def test_every_injection_target_is_a_collected_bench_case() -> None:
+    from harness.studies.gate_study import node_ids
+
+    targets = tuple(target for injection in INJECTIONS for target in injection.targets)
+    nodes = node_ids(targets)
+    assert len(nodes) == len(targets) and all(node.startswith("bench_cases/") for node in nodes)
