@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -167,6 +168,7 @@ def run_slowdowns(log: Path, runs: int, pytest_args: list[str], baseline: Path) 
         print(f"slowdown run {index + 1}/{runs}: exit {summary['exit_code']}, {summary['seconds']} s", flush=True)
 
 
+@cache
 def node_ids(case_ids: tuple[str, ...]) -> list[str]:
     """The pytest node ids of bench cases, by case id (`eval[math|kv_cache=on]` -> `...test_eval[kv_cache=on-math]`)."""
     listed = subprocess.run([sys.executable, "-m", "pytest", "--benchmark", "--collect-only", "-q", "-p", "no:cacheprovider"],
