@@ -164,17 +164,30 @@ def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) ->
 
 
 def noise_limit(noise: SpeedNoise, policy: GatePolicy) -> float:
-    """The largest drop of log speedup (beyond the A/A mean) that still counts as noise."""
+    """The largest drop of log speedup (from the noise's starting point) that still counts as noise."""
     return max(math.log(policy.noise_floor), policy.noise_z * noise.spread)
 
 
+def noise_start(noise: SpeedNoise) -> float:
+    """Where a drop is counted from, in log(baseline speedup / speedup): the slower of the baseline and the A/A
+    mean. A baseline recorded in a slow moment is forgiven when the A/A runs were slower still; one recorded in
+    a fast moment is not held against later runs, which the A/A runs of one sitting would otherwise do (their
+    spread does not cover how far one sitting's mean lies from another's)."""
+    return max(noise.center, 0.0)
+
+
+def noise_drop(baseline_ratio: float, ratio: float, noise: SpeedNoise) -> float:
+    return math.log(baseline_ratio / ratio) - noise_start(noise)
+
+
 def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNoise, policy: GatePolicy) -> Finding:
-    """Rule 1 with the case's A/A noise: the drop of log speedup, less the A/A mean, against noise_z spreads."""
-    drop = math.log(baseline.ratio / current.ratio) - noise.center
+    """Rule 1 with the case's A/A noise: the drop of log speedup, from the slower of baseline and A/A mean,
+    against noise_z spreads."""
+    drop = noise_drop(baseline.ratio, current.ratio, noise)
     limit = noise_limit(noise, policy)
     message = (
         f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x ({100 * (current.ratio / baseline.ratio - 1):+.1f}%; "
-        f"A/A noise {100 * noise.spread:.1f}% sd over {noise.runs} runs, limit {100 * (math.exp(-limit - noise.center) - 1):+.1f}%)"
+        f"A/A noise {100 * noise.spread:.1f}% sd over {noise.runs} runs, limit {100 * (math.exp(-limit - noise_start(noise)) - 1):+.1f}%)"
     )
     status = PASSED
     if drop > limit + _EPS:
@@ -570,7 +583,9 @@ __all__ = [
     "fidelity_class",
     "judge",
     "neighbour_findings",
+    "noise_drop",
     "noise_limit",
+    "noise_start",
     "one_toggle_neighbours",
     "quality_finding",
 ]

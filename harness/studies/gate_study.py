@@ -40,7 +40,7 @@ from pathlib import Path
 from harness.baseline import store_speed_noise
 from harness.records import SpeedNoise
 from harness.results import read_results
-from harness.verdict import REGRESSED, GatePolicy, noise_limit
+from harness.verdict import REGRESSED, GatePolicy, noise_drop, noise_limit, noise_start
 
 KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
 LEVELS = (0.0, 0.10, 0.25, 0.50)
@@ -272,7 +272,7 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
         for case_id, case in run["cases"].items():
             if case_id in others and case["speedup"] and case.get("baseline_speedup"):
                 checked += 1
-                drop = math.log(case["baseline_speedup"] / case["speedup"]) - others[case_id].center
+                drop = noise_drop(case["baseline_speedup"], case["speedup"], others[case_id])
                 if drop > noise_limit(others[case_id], policy):
                     alarms.append(f"`{case_id}` (run {index + 1})")
     lines = [f"Each run judged by the noise rule learned from the other {len(runs) - 1} runs: "
@@ -280,7 +280,7 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
              "| variant | A/A spread of the speedup (sd) | mean offset vs the baseline | the gate fails a drop of more than |",
              "| --- | ---: | ---: | ---: |"]
     for case_id, case_noise in sorted(noise.items(), key=lambda item: -item[1].spread):
-        limit = 100 * (1 - math.exp(-noise_limit(case_noise, policy) - case_noise.center))
+        limit = 100 * (1 - math.exp(-noise_limit(case_noise, policy) - noise_start(case_noise)))
         lines.append(f"| `{case_id}` | {100 * case_noise.spread:.1f}% | {100 * (math.exp(-case_noise.center) - 1):+.1f}% | {limit:.0f}% |")
     return "\n".join(lines)
 
