@@ -311,7 +311,25 @@ def slowdown_table(runs: list[dict]) -> str:
     # The smallest level from which on every level was caught every time.
     from_on = [level for level in LEVELS[1:] if all(higher in reliable for higher in LEVELS if higher >= level)]
     smallest = f"{100 * min(from_on):.0f}%" if from_on else "none of the levels"
-    return "\n".join([*lines, "", f"smallest slowdown caught in every variant-run, and every larger one too: {smallest}"])
+    return "\n".join([*lines, "", f"smallest slowdown caught in every variant-run, and every larger one too: {smallest}",
+                      "", _slowdowns_by_pipeline(runs)])
+
+
+def _slowdowns_by_pipeline(runs: list[dict]) -> str:
+    """The same catches per pipeline: the noise, and so what the gate can see, differs from one to the next."""
+    caught: dict[tuple[str, float], list[bool]] = {}
+    for run in runs:
+        for case_id, level in run["slowdowns"].items():
+            if case_id in run["cases"]:
+                hit = any(f["kind"] == "speed" for f in run["cases"][case_id]["regressed"])
+                caught.setdefault((case_id.split("[", 1)[0], level), []).append(hit)
+    pipelines = sorted({pipeline for pipeline, _ in caught})
+    lines = ["| pipeline | " + " | ".join(f"{100 * level:.0f}%" for level in LEVELS) + " |",
+             "| --- |" + " ---: |" * len(LEVELS)]
+    for pipeline in pipelines:
+        cells = [f"{sum(hits)}/{len(hits)}" for hits in (caught.get((pipeline, level), []) for level in LEVELS)]
+        lines.append(f"| {pipeline} | " + " | ".join(cells) + " |")
+    return "\n".join(["failed on speed, per pipeline (at 0%: false alarms):", "", *lines])
 
 
 def injection_table(runs: list[dict]) -> str:
