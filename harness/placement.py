@@ -39,6 +39,10 @@ class Placement:
         """How many GPUs the map may use: those given a memory limit, or every GPU visible here."""
         return len(self.max_memory) if self.max_memory else visible
 
+    def gpu_indices(self, visible: int) -> tuple[int, ...]:
+        """The GPUs the map may use, by index among the visible ones."""
+        return tuple(gpu for gpu, _ in self.max_memory) if self.max_memory else tuple(range(visible))
+
     def to_dict(self, visible: int) -> dict:
         """The fingerprint's record of the setting (the layout each model got is in its cases' metadata)."""
         return {"device_map": self.device_map, "max_memory": {str(gpu): size for gpu, size in self.max_memory},

@@ -429,7 +429,8 @@ class BenchCase:
         config = self.session.config
         settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
                                    max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
-                                   same_outputs=not is_profile(self.session.model_source))
+                                   same_outputs=not is_profile(self.session.model_source),
+                                   cuda_devices=self._cuda_devices())
         is_reference = reference is None
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
         mode = self.session.config.getoption("--bench-progress")
@@ -471,6 +472,13 @@ class BenchCase:
             record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
         return record
+
+    def _cuda_devices(self) -> tuple[int, ...]:
+        """The GPUs a split model runs on, for measure to synchronize and count; none: the current device."""
+        placement = self.session.placement
+        if placement is None or self.session.device != "cuda":
+            return ()
+        return placement.gpu_indices(torch.cuda.device_count())
 
     def _progress_stream(self):
         """The bar's stream: the real stderr, written with pytest's capture suspended, as live logging does."""

@@ -310,6 +310,31 @@ def test_without_a_placement_the_load_is_as_before():
     assert LoadSpec("embedded", "cpu", "float32") == LoadSpec("embedded", "cpu", "float32", placement=None)
 
 
+def test_a_split_profile_goes_through_from_pretrained_with_the_map(monkeypatch):
+    # Random weights are built in place on one device; a device map needs from_pretrained, so a split speed profile
+    # is written once to disk (as a quantized one is) and loaded back with the map.
+    calls = _recording_from_pretrained(monkeypatch, {"model": 0, "lm_head": 1})
+    load_model(LoadSpec("random:tiny-llama", "cuda", "bfloat16", placement=Placement("auto", ((0, "1GiB"), (1, "1GiB")))))
+    assert calls["device_map"] == "auto" and calls["max_memory"] == {0: "1GiB", 1: "1GiB"}
+
+
+def test_measure_synchronizes_and_counts_every_gpu_of_a_split(monkeypatch):
+    from harness.measure import MeasureSettings, measure
+
+    synchronized, reset = [], []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronized.append(device))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: reset.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: {0: 3 << 30, 1: 2 << 30, None: 1}[device])
+    output = PipelineOutput({"accuracy": 1.0}, {}, ["a"], [1.0], ["x"])
+    _, split = measure(lambda: output, lambda: None, MeasureSettings(rounds=1, device="cuda", cuda_devices=(0, 1)))
+    assert split.peak_memory_bytes == 5 << 30 and set(synchronized) == {0, 1} and reset == [0, 1]
+    synchronized.clear()
+    _, one = measure(lambda: output, lambda: None, MeasureSettings(rounds=1, device="cuda"))
+    assert one.peak_memory_bytes == 1 and set(synchronized) == {None}  # one GPU: the current device, as before
+    assert Placement("auto").gpu_indices(visible=2) == (0, 1)
+    assert Placement("auto", ((1, "1GiB"),)).gpu_indices(visible=2) == (1,)
+
+
 @needs_cuda
 def test_a_real_device_map_on_one_gpu_puts_every_module_there():
     loaded = load_model(LoadSpec("embedded", "cuda", "bfloat16", placement=Placement("auto", ((0, "4GiB"),))))
