@@ -167,8 +167,11 @@ def _placement(config: pytest.Config, device: str) -> Placement | None:
     """The session's device map setting, checked against this machine (or worker): None without one."""
     try:
         placement = placement_from_options(config.getoption("--bench-device-map"), config.getoption("--bench-max-memory"))
-        if placement is not None and not workers.is_controller(config):
-            check_placement(placement, device, torch.cuda.device_count() if device == "cuda" else 0)
+        if placement is not None:
+            # The controller checks against a worker's share, before any worker starts; a worker, what it sees.
+            visible = config.getoption("--bench-gpus-per-worker") if workers.is_controller(config) else (
+                torch.cuda.device_count() if device == "cuda" else 0)
+            check_placement(placement, device, visible)
     except PlacementError as error:
         raise pytest.UsageError(str(error)) from None
     return placement
@@ -571,16 +574,16 @@ def _session_diff(bench_session: BenchSession) -> Diff:
     return diff
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """On an xdist worker: what the case measured and judged rides on its call-phase report to the controller."""
-    outcome = yield
+    report = yield
     bench_session = _session(item.config)
-    if call.when != "call" or bench_session is None or not workers.is_worker(item.config):
-        return
-    results = bench_session.unsent_results(item.config.workerinput["workerid"])
-    if results.records or results.verdicts:
-        outcome.get_result().user_properties.append((USER_PROPERTY, results.to_json()))
+    if call.when == "call" and bench_session is not None and workers.is_worker(item.config):
+        results = bench_session.unsent_results(item.config.workerinput["workerid"])
+        if results.records or results.verdicts:
+            report.user_properties.append((USER_PROPERTY, results.to_json()))
+    return report
 
 
 class WorkerResultsCollector:

@@ -345,6 +345,9 @@ def test_a_real_device_map_on_one_gpu_puts_every_module_there():
 # --- the plugin, end to end ------------------------------------------------------------------------------------
 
 CASE = '''
+import json
+import os
+
 import pytest
 from harness.records import PipelineOutput
 
@@ -358,6 +361,9 @@ def fixed(model, tokenizer, variant):
 
 @pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"]})
 def test_NAME(bench):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None and "EXPECTED_PINS" in os.environ:  # each worker pinned to its own share
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == json.loads(os.environ["EXPECTED_PINS"])[worker]
     bench.run(group="NAME", pipeline=fixed)
 '''
 
@@ -372,8 +378,12 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 @needs_xdist
-def test_two_workers_cases_end_up_in_one_report_and_one_baseline_save(pytester: pytest.Pytester):
+def test_two_workers_cases_end_up_in_one_report_and_one_baseline_save(pytester: pytest.Pytester, monkeypatch):
     _bench_files(pytester)
+    # GPUs named by UUID, as CUDA_VISIBLE_DEVICES may: each worker is pinned to one (on a CPU-only torch, the run
+    # then goes on CPU, pinned all the same)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    monkeypatch.setenv("EXPECTED_PINS", json.dumps({"gw0": "GPU-aaaa", "gw1": "GPU-bbbb"}))
     report = pytester.path / "report.json"
     result = _run(pytester, "-n", "2", "--dist", "loadscope", "-v", "--bench-save-baseline", "--bench-reason", "two workers",
                   "--bench-report", str(report))
@@ -392,6 +402,17 @@ def test_two_workers_cases_end_up_in_one_report_and_one_baseline_save(pytester: 
     assert not [note for note in written["notes"] if "worker" in note]
     # the speedups were judged on the worker against the reference measured there
     assert all(c["record"]["speedup"] for c in written["cases"] if "kv_cache=on" in c["record"]["case_id"])
+
+
+def test_auto_worker_count_of_a_bench_run(monkeypatch):
+    from harness.plugin import pytest_xdist_auto_num_workers
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    options = {"--benchmark": True, "--bench-device": "auto", "--bench-gpus-per-worker": 1}
+    assert pytest_xdist_auto_num_workers(_config(options)) == 4
+    assert pytest_xdist_auto_num_workers(_config({**options, "--bench-gpus-per-worker": 2})) == 2
+    assert pytest_xdist_auto_num_workers(_config({**options, "--bench-device": "cpu"})) == 1
+    assert pytest_xdist_auto_num_workers(_config({**options, "--benchmark": False})) is None  # xdist's own default
 
 
 @needs_xdist
@@ -425,7 +446,7 @@ def test_a_worker_sees_only_its_own_gpu(tmp_path: Path):
         "    assert os.environ['CUDA_VISIBLE_DEVICES'] == os.environ['EXPECTED_GPU']\n"
         "    assert torch.cuda.device_count() == 1\n")
     visible = workers.visible_gpus(os.environ, workers.nvml_gpu_count)
-    env = {**os.environ, "EXPECTED_GPU": visible[-1]}
+    env = {**os.environ, "EXPECTED_GPU": visible[0]}
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "1", "--dist", "loadscope",
                            "--benchmark", "--bench-device", "cuda", "test_pinned.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
