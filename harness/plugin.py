@@ -38,6 +38,7 @@ from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet
 from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
+_UNPINNED_KEY = pytest.StashKey["str | None"]()  # CUDA_VISIBLE_DEVICES before an xdist worker's pin (None: unset)
 _WARM_UP_ITEMS = 2
 
 
@@ -96,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
     if not config.getoption("--benchmark"):
         return
+    _unpin_unless_a_worker(config)
     if config.getoption("--bench-save-baseline") and not config.getoption("--bench-reason").strip():
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
@@ -146,7 +148,20 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     except workers.WorkerGpuError as error:
         raise pytest.UsageError(str(error)) from None
     if gpus is not None:
+        early_config.stash[_UNPINNED_KEY] = os.environ.get(workers.VISIBLE_DEVICES)
         workers.pin(os.environ, gpus)
+
+
+def _unpin_unless_a_worker(config: pytest.Config) -> None:
+    """Undo the pin where the variable only looked like a worker's: a plain run started from inside an xdist
+    worker inherits PYTEST_XDIST_WORKER, but is no worker itself (no `workerinput`)."""
+    if _UNPINNED_KEY not in config.stash or workers.is_worker(config):
+        return
+    previous = config.stash[_UNPINNED_KEY]
+    if previous is None:
+        os.environ.pop(workers.VISIBLE_DEVICES, None)
+    else:
+        os.environ[workers.VISIBLE_DEVICES] = previous
 
 
 def _worker_share(count: int, index: int, per_worker: int, requested_device: str) -> list[str] | None:

@@ -123,6 +123,37 @@ def test_where_this_process_stands():
     assert workers.is_worker(worker) and not workers.is_controller(worker) and workers.worker_total(worker) == 3
 
 
+def _early_config(**options):
+    namespace = SimpleNamespace(**{"benchmark": True, "bench_device": "auto", "bench_gpus_per_worker": 1, **options})
+    return SimpleNamespace(known_args_namespace=namespace, stash=pytest.Stash())
+
+
+def test_a_worker_is_pinned_at_start_up_and_a_plain_run_that_inherited_its_variable_is_not(monkeypatch):
+    from harness import plugin
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    worker = _early_config()
+    plugin.pytest_load_initial_conftests(worker, None, [])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"
+    worker.workerinput = {"workerid": "gw1", "workercount": 2}
+    plugin._unpin_unless_a_worker(worker)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"  # a real worker keeps its pin
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    nested = _early_config()  # e.g. a pytester run from inside a worker: the variable, but no workerinput
+    plugin.pytest_load_initial_conftests(nested, None, [])
+    plugin._unpin_unless_a_worker(nested)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4"
+
+    plugin.pytest_load_initial_conftests(_early_config(bench_device="cpu"), None, [])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4"  # --bench-device cpu: nothing to pin
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    with pytest.raises(pytest.UsageError, match="3 xdist workers x 1 GPU"):
+        plugin.pytest_load_initial_conftests(_early_config(), None, [])
+
+
 # --- the merge of workers' results ------------------------------------------------------------------------------
 
 
