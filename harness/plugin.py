@@ -17,15 +17,15 @@ import pytest
 import torch
 
 from harness import toggles as toggle_registry
+from harness import workers
 from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
                               scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
-from harness import workers
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
 from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
-from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
+from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
@@ -265,9 +265,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     if not workers.is_worker(item.config) or item.get_closest_marker("bench") is None:
         return
     callspec = getattr(item, "callspec", None)
-    params = callspec.params if callspec is not None else {}
-    name = workers.group_name(item.path.name, getattr(item, "originalname", item.name), params)
-    item.add_marker(pytest.mark.xdist_group(name))
+    function = item.nodeid.split("[", 1)[0]  # path::function, without the parameters
+    item.add_marker(pytest.mark.xdist_group(workers.group_name(function, callspec.params if callspec else {})))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

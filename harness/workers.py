@@ -97,12 +97,12 @@ def auto_worker_count(visible: list[str] | None, per_worker: int) -> int:
     return max(1, len(visible) // per_worker)
 
 
-def group_name(module: str, function: str, params: Mapping[str, object]) -> str:
+def group_name(function: str, params: Mapping[str, object]) -> str:
     """The xdist group of a bench item: its case function and parameters other than the variant. Every variant
     of a case runs on one worker, so its reference is measured once there and judges them all; cases of
     other functions go elsewhere (grouping by model would put every case on one worker: a session has one)."""
     shown = ",".join(f"{name}={value}" for name, value in sorted(params.items()) if name != "variant")
-    return f"{module}::{function}" + (f"[{shown}]" if shown else "")
+    return function + (f"[{shown}]" if shown else "")
 
 
 # --- where this process stands (duck-typed on pytest's config: xdist is optional) ---------------------------

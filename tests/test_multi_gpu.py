@@ -102,9 +102,10 @@ def test_auto_worker_count(visible, per_worker, count):
 
 
 def test_group_name_is_the_case_function_and_its_parameters_but_the_variant():
-    name = workers.group_name("test_eval.py", "test_eval", {"variant": {"kv_cache": "on"}, "suite": "math", "n": 2})
-    assert name == "test_eval.py::test_eval[n=2,suite=math]"
-    assert workers.group_name("test_eval.py", "test_eval_at_scale", {"variant": {}}) == "test_eval.py::test_eval_at_scale"
+    name = workers.group_name("bench_cases/test_eval.py::test_eval", {"variant": {"kv_cache": "on"}, "suite": "math", "n": 2})
+    assert name == "bench_cases/test_eval.py::test_eval[n=2,suite=math]"
+    assert workers.group_name("bench_cases/test_eval.py::test_eval_at_scale", {"variant": {}}) == \
+        "bench_cases/test_eval.py::test_eval_at_scale"
 
 
 def _config(options: dict, workerinput: dict | None = None):
@@ -391,8 +392,10 @@ def fixed(model, tokenizer, variant):
 
 
 @pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"]})
-def test_NAME(bench):
+def test_NAME(bench, request):
     worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:  # grouped per case function, for --dist loadgroup
+        assert request.node.get_closest_marker("xdist_group").args == ("test_NAME.py::test_NAME",)
     if worker is not None and "EXPECTED_PINS" in os.environ:  # each worker pinned to its own share
         assert os.environ["CUDA_VISIBLE_DEVICES"] == json.loads(os.environ["EXPECTED_PINS"])[worker]
     bench.run(group="NAME", pipeline=fixed)
