@@ -210,7 +210,7 @@ def _check_distribution(config: pytest.Config, device: str) -> None:
             raise pytest.UsageError(str(error)) from None
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, one worker per CPU
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto` with --benchmark: one worker per GPU (per --bench-gpus-per-worker GPUs); one on CPU."""
     if not config.getoption("--benchmark"):

@@ -450,6 +450,15 @@ def test_auto_worker_count_of_a_bench_run(monkeypatch):
 
 
 @needs_xdist
+def test_n_auto_on_cpu_starts_one_worker(pytester: pytest.Pytester):
+    # xdist's own answer would be one worker per CPU; bench cases side by side on one CPU time each other
+    _bench_files(pytester)
+    result = _run(pytester, "-n", "auto", "--dist", "loadscope", "--bench-device", "cpu")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*1 worker [[]4 items[]]*"])
+
+
+@needs_xdist
 def test_a_mode_that_scatters_a_case_from_its_reference_is_refused(pytester: pytest.Pytester):
     _bench_files(pytester)
     result = _run(pytester, "-n", "2")
