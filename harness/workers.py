@@ -102,7 +102,9 @@ def group_name(function: str, params: Mapping[str, object]) -> str:
     of a case runs on one worker, so its reference is measured once there and judges them all; cases of
     other functions go elsewhere (grouping by model would put every case on one worker: a session has one)."""
     shown = ",".join(f"{name}={value}" for name, value in sorted(params.items()) if name != "variant")
-    return function + (f"[{shown}]" if shown else "")
+    name = function + (f"({shown})" if shown else "")
+    # xdist finds the group after the last '@' of a node id, and only past its last ']': neither may be in the name.
+    return re.sub(r"[\[\]@]", "_", name)
 
 
 # --- where this process stands (duck-typed on pytest's config: xdist is optional) ---------------------------

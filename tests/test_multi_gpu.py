@@ -103,7 +103,9 @@ def test_auto_worker_count(visible, per_worker, count):
 
 def test_group_name_is_the_case_function_and_its_parameters_but_the_variant():
     name = workers.group_name("bench_cases/test_eval.py::test_eval", {"variant": {"kv_cache": "on"}, "suite": "math", "n": 2})
-    assert name == "bench_cases/test_eval.py::test_eval[n=2,suite=math]"
+    assert name == "bench_cases/test_eval.py::test_eval(n=2,suite=math)"
+    # xdist reads the group after the node id's last '@', past its last ']'
+    assert workers.group_name("t.py::t", {"suite": "a[b]@c"}) == "t.py::t(suite=a_b__c)"
     assert workers.group_name("bench_cases/test_eval.py::test_eval_at_scale", {"variant": {}}) == \
         "bench_cases/test_eval.py::test_eval_at_scale"
 
