@@ -452,6 +452,20 @@ def test_auto_worker_count_of_a_bench_run(monkeypatch):
 
 
 @needs_xdist
+def test_loadgroup_keeps_each_case_with_its_reference_or_fails_saying_why(pytester: pytest.Pytester):
+    # Where xdist honours xdist_group marks (pytest 9.1), each node id ends in its case function's group and no
+    # reference is measured twice; where it ignores them (pytest-xdist#1386 on pytest 9.2), the run fails saying so.
+    _bench_files(pytester)
+    result = _run(pytester, "-n", "2", "--dist", "loadgroup", "-v")
+    if "[reference]@test_first.py::test_first" in result.stdout.str():
+        result.assert_outcomes(passed=4)
+        assert result.ret == pytest.ExitCode.OK and "measured on more than one worker" not in result.stdout.str()
+    else:
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.stdout.fnmatch_lines(["note: pytest-xdist ignored the xdist_group marks (pytest-xdist#1386*--dist loadscope"])
+
+
+@needs_xdist
 def test_n_auto_on_cpu_starts_one_worker(pytester: pytest.Pytester):
     # xdist's own answer would be one worker per CPU; bench cases side by side on one CPU time each other
     _bench_files(pytester)
