@@ -38,6 +38,9 @@ class MeasureSettings:
     # Trained weights give the same outputs every round; random ones (speed profiles) sit on near-ties that a
     # GPU's run-to-run rounding can tip, so their rounds may differ.
     same_outputs: bool = True
+    # The GPUs a model spread by a device map runs on: each is synchronized and its peak memory counted. Empty:
+    # the current device only, so that a one-GPU run never opens a CUDA context on the machine's other GPUs.
+    cuda_devices: tuple[int, ...] = ()
 
     def rounds_after(self, first_seconds: float) -> int:
         """How many rounds to time after a first one that took `first_seconds`.
@@ -69,6 +72,12 @@ def _no_progress(index: int, total: int) -> None:
     return None
 
 
+def _synchronize(devices: tuple[int, ...]) -> None:
+    """Wait for the GPUs' queued work: the current device's, or each of `devices`."""
+    for device in devices or (None,):
+        torch.cuda.synchronize(device)
+
+
 def measure(
     run: Callable[[], PipelineOutput],
     warm_up: Callable[[], object],
@@ -89,7 +98,7 @@ def measure(
     warm_up_start = time.perf_counter()
     warm_up()
     if on_cuda:
-        torch.cuda.synchronize()
+        _synchronize(settings.cuda_devices)
     warm_up_seconds = time.perf_counter() - warm_up_start  # with compile=on: the compilation
     outputs: list[PipelineOutput] = []
 
@@ -97,13 +106,14 @@ def measure(
         mark_round(len(outputs) + 1, planned[0])  # one output per round so far
         output = run()
         if on_cuda:
-            torch.cuda.synchronize()  # the round ends when the GPU's work does
+            _synchronize(settings.cuda_devices)  # the round ends when the GPUs' work does
         outputs.append(output)
         return output
 
     if on_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        _synchronize(settings.cuda_devices)
+        for device in settings.cuda_devices or (None,):
+            torch.cuda.reset_peak_memory_stats(device)
     gc.collect()  # the garbage of earlier cases is not this case's to collect
     if settings.rounds == 1:  # one round asked for: nothing to size
         round_seconds = timer(one_round, 1, [])
@@ -117,7 +127,9 @@ def measure(
         raise RuntimeError("outputs differ between rounds of the same variant: the pipeline is not deterministic")
     output = outputs[-1]
     if on_cuda:
-        peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+        # Summed over the GPUs of a split model: what the case needs in all.
+        peak = sum(torch.cuda.max_memory_allocated(device) for device in settings.cuda_devices or (None,))
+        kind = "cuda_max_allocated"
     else:
         peak, kind = _process_peak_rss_bytes(), "cpu_process_peak_rss"
     speed = Speed(

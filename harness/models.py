@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from harness import profiles
+from harness.placement import Placement, layout_of, offloaded_modules
 from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
 
 EMBEDDED_MODELS = {"embedded": REFERENCE_MODEL, "embedded-reference": REFERENCE_MODEL, "embedded-sibling": SIBLING_MODEL}
@@ -37,6 +38,8 @@ class LoadSpec:
     # directory's Python code, and pickled weights, both run arbitrary code when loaded.
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
+    # Spread over several GPUs by accelerate's device map (--bench-device-map); None: the whole model on `device`.
+    placement: Placement | None = None
 
 
 @dataclass
@@ -141,7 +144,9 @@ def load_model(spec: LoadSpec) -> LoadedModel:
 
     if profiles.is_profile(spec.source):
         try:
-            if spec.quantization == "none":
+            # Built in place on one device; a device map (like bitsandbytes) needs from_pretrained, so a split or
+            # quantized profile goes through a copy written once to disk.
+            if spec.quantization == "none" and spec.placement is None:
                 model = profiles.random_model(spec.source, spec.device, getattr(torch, spec.dtype))
                 tokenizer = profiles.build_tokenizer(model.config.vocab_size)
                 return LoadedModel(spec, model, tokenizer, Path(spec.source), model.config._attn_implementation or "eager")
@@ -154,21 +159,44 @@ def load_model(spec: LoadSpec) -> LoadedModel:
     dtype = getattr(torch, spec.dtype)
     kwargs: dict = {"dtype": dtype, "local_files_only": True, "trust_remote_code": spec.trust_remote_code,
                     "use_safetensors": None if spec.allow_pickle_weights else True}
-    if spec.quantization != "none":
-        _silence_bitsandbytes()
-        kwargs["quantization_config"] = _quantization_config(spec.quantization, dtype)
-        kwargs["device_map"] = spec.device
+    kwargs.update(_placement_kwargs(spec, dtype))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code,
                                                   padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(path, spec, error) from error
-    if spec.quantization == "none":
+    if "device_map" not in kwargs:  # a dispatched model stays where accelerate put it
         model = model.to(spec.device)
+    _check_layout(model, spec)
     model.eval()
     _ensure_pad_token(tokenizer, path)
     return LoadedModel(spec, model, tokenizer, path, attention=model.config._attn_implementation or "eager")
+
+
+def _placement_kwargs(spec: LoadSpec, dtype: torch.dtype) -> dict:
+    """from_pretrained's arguments for where the weights go: a device map (with a memory limit per GPU) when
+    the session spreads the model, the device itself for bitsandbytes (it quantizes while loading), else none."""
+    kwargs: dict = {}
+    if spec.quantization != "none":
+        _silence_bitsandbytes()
+        kwargs["quantization_config"] = _quantization_config(spec.quantization, dtype)
+        kwargs["device_map"] = spec.device
+    if spec.placement is not None:
+        kwargs["device_map"] = spec.placement.device_map
+        max_memory = spec.placement.max_memory_dict()
+        if max_memory is not None:
+            kwargs["max_memory"] = max_memory
+    return kwargs
+
+
+def _check_layout(model: torch.nn.Module, spec: LoadSpec) -> None:
+    """Refuse a device map that offloaded layers to CPU or disk: its rounds would time the bus."""
+    layout = layout_of(model) if spec.placement is not None else None
+    if layout and offloaded_modules(layout):
+        raise ModelLoadError(f"--bench-device-map {spec.placement.device_map} put {offloaded_modules(layout)} module(s) "
+                             f"of {spec.source} off the GPUs ({layout}); the GPUs given cannot hold it: raise "
+                             "--bench-max-memory, give more GPUs, or quantize")
 
 
 def _silence_bitsandbytes() -> None:
@@ -232,18 +260,23 @@ def _gpu_driver() -> str | None:
         return None
 
 
-def device_class(device: str) -> str:
-    """'cpu' or 'cuda-<gpu slug>': absolute times compare only within one class."""
+def device_class(device: str, gpus: int = 1) -> str:
+    """'cpu' or 'cuda-<gpu slug>', with 'x<N>' for a model split over N GPUs ('cuda-h200x2'): absolute times
+    compare only within one class, and a split run times the links between GPUs as well."""
     if device != "cuda":
         return "cpu"
     name = torch.cuda.get_device_name(0).lower().replace("nvidia", "")
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    slug = "cuda-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    return f"{slug}x{gpus}" if gpus > 1 else slug
 
 
-def fingerprint(device: str) -> dict:
-    """The environment a measurement was taken in: versions and hardware, no paths or secrets."""
+def fingerprint(device: str, placement: Placement | None = None) -> dict:
+    """The environment a measurement was taken in: versions and hardware, no paths or secrets; with a device
+    map, its setting and the GPUs it spans (the device class says how many)."""
+    visible = torch.cuda.device_count() if device == "cuda" else 0
+    gpus = placement.gpu_count(visible) if placement is not None else 1
     facts = {
-        "device_class": device_class(device),
+        "device_class": device_class(device, gpus),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": _version("transformers"),
@@ -255,4 +288,6 @@ def fingerprint(device: str) -> dict:
     if device == "cuda":
         facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count(),
                      driver=_gpu_driver())
+        if placement is not None:
+            facts["placement"] = placement.to_dict(visible)
     return facts

@@ -17,15 +17,18 @@ import pytest
 import torch
 
 from harness import toggles as toggle_registry
+from harness import workers
 from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
                               scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
 from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
+from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
+from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
 from harness.records import CaseRecord, PipelineOutput, SpeedNoise, differing_items
 from harness.roofline import decode_efficiency
@@ -35,6 +38,7 @@ from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet
 from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
+_UNPINNED_KEY = pytest.StashKey["str | None"]()  # CUDA_VISIBLE_DEVICES before an xdist worker's pin (None: unset)
 _WARM_UP_ITEMS = 2
 
 
@@ -77,6 +81,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "slowdown=F[@CASE], disable=TOGGLE, early-stop-cut=S, topk-flip, quantize=nf4); repeatable")
     group.addoption("--bench-ratchet", action="store_true",
                     help="fail a case that improved beyond its baseline, so baselines do not go stale")
+    group.addoption("--bench-device-map", default=None, choices=("auto", "balanced", "balanced_low_0", "sequential"),
+                    help="spread the model over the visible GPUs with accelerate's device map (for a model larger "
+                         "than one GPU); its baselines are those of cuda-<gpu>x<N>")
+    group.addoption("--bench-max-memory", default=None, metavar="GPU=SIZE,...",
+                    help="with --bench-device-map: the most each GPU may hold, e.g. 0=70GiB,1=70GiB; only the GPUs "
+                         "named are used")
+    group.addoption("--bench-gpus-per-worker", type=int, default=1, metavar="N",
+                    help="under pytest-xdist (-n): GPUs pinned to each worker (default 1; more with --bench-device-map)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
     if not config.getoption("--benchmark"):
         return
+    _unpin_unless_a_worker(config)
     if config.getoption("--bench-save-baseline") and not config.getoption("--bench-reason").strip():
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
@@ -106,16 +119,115 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--bench-inject puts regressions in on purpose: its results must not become baselines; "
                                 "drop --bench-save-baseline")
     if device == "cpu":
-        torch.set_num_threads(_cpu_threads(config.getoption("--bench-threads")))
-    config.stash[_SESSION_KEY] = BenchSession(config, device, injections)
+        torch.set_num_threads(_cpu_threads(config.getoption("--bench-threads"), workers.worker_total(config)))
+    placement = _placement(config, device)
+    _check_distribution(config, device)
+    if workers.is_worker(config):
+        # pytest-benchmark turns itself off under xdist (its own warning says so, once); the rounds are timed here
+        # instead, so its note on each case that its fixture went unused says nothing.
+        config.addinivalue_line("filterwarnings", "ignore:Benchmark fixture was not used at all")
+    bench_session = BenchSession(config, device, injections, placement=placement)
+    if workers.is_controller(config):
+        bench_session.merged = MergedRun()
+        config.pluginmanager.register(WorkerResultsCollector(bench_session.merged, config.getoption("dist")),
+                                     "harness-worker-results")
+    config.stash[_SESSION_KEY] = bench_session
 
 
-def _cpu_threads(option: str) -> int:
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Pin an xdist worker's GPUs before anything (a conftest, another plugin) can initialize CUDA: after
+    that, the process sees every GPU whatever CUDA_VISIBLE_DEVICES says."""
+    options = early_config.known_args_namespace
+    worker = os.environ.get(workers.WORKER_ENV)
+    if worker is None or not getattr(options, "benchmark", False) or getattr(options, "bench_device", "auto") == "cpu":
+        return
+    try:
+        gpus = _worker_share(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), workers.worker_index(worker),
+                             getattr(options, "bench_gpus_per_worker", 1), getattr(options, "bench_device", "auto"))
+    except workers.WorkerGpuError as error:
+        raise pytest.UsageError(str(error)) from None
+    if gpus is not None:
+        early_config.stash[_UNPINNED_KEY] = os.environ.get(workers.VISIBLE_DEVICES)
+        workers.pin(os.environ, gpus)
+
+
+def _unpin_unless_a_worker(config: pytest.Config) -> None:
+    """Undo the pin where the variable only looked like a worker's: a plain run started from inside an xdist
+    worker inherits PYTEST_XDIST_WORKER, but is no worker itself (no `workerinput`)."""
+    if _UNPINNED_KEY not in config.stash or workers.is_worker(config):
+        return
+    previous = config.stash[_UNPINNED_KEY]
+    if previous is None:
+        os.environ.pop(workers.VISIBLE_DEVICES, None)
+    else:
+        os.environ[workers.VISIBLE_DEVICES] = previous
+
+
+def _worker_share(count: int, index: int, per_worker: int, requested_device: str) -> list[str] | None:
+    """The GPUs of worker `index` of `count`; None when there is no GPU to pin (a CPU run under auto)."""
+    visible = workers.visible_gpus(os.environ, workers.nvml_gpu_count)
+    if visible is None:
+        if torch.version.cuda is None:  # a CPU build of torch: nothing to pin
+            return None
+        raise workers.WorkerGpuError("cannot count the GPUs without initializing CUDA (NVML does not answer), and "
+                                     "each xdist worker must be pinned before that: set CUDA_VISIBLE_DEVICES=0,1,... "
+                                     "to the GPUs the workers share")
+    if not visible and requested_device == "auto":
+        return None  # no GPU: the run goes on CPU
+    return workers.worker_gpus(visible, index, count, per_worker)
+
+
+def _placement(config: pytest.Config, device: str) -> Placement | None:
+    """The session's device map setting, checked against this machine (or worker): None without one."""
+    try:
+        placement = placement_from_options(config.getoption("--bench-device-map"), config.getoption("--bench-max-memory"))
+        if placement is not None:
+            # The controller checks against a worker's share, before any worker starts; a worker, what it sees.
+            visible = config.getoption("--bench-gpus-per-worker") if workers.is_controller(config) else (
+                torch.cuda.device_count() if device == "cuda" else 0)
+            check_placement(placement, device, visible)
+    except PlacementError as error:
+        raise pytest.UsageError(str(error)) from None
+    return placement
+
+
+def _check_distribution(config: pytest.Config, device: str) -> None:
+    """Under xdist, on the controller before any worker starts: the distribution mode and the GPU count."""
+    if not workers.is_controller(config):
+        return
+    dist = config.getoption("dist", "no")
+    if dist not in workers.GROUPING_MODES:
+        raise pytest.UsageError(f"bench cases under pytest-xdist need --dist {' or '.join(workers.GROUPING_MODES)} "
+                                f"(this run: --dist {dist}): every variant of a case must run on the worker that "
+                                "measures its reference")
+    if config.getoption("--bench-gpus-per-worker") < 1:
+        raise pytest.UsageError("--bench-gpus-per-worker must be at least 1")
+    if device == "cuda":  # too many workers for the GPUs fails here, before any worker starts
+        try:
+            _worker_share(workers.worker_total(config), 0, config.getoption("--bench-gpus-per-worker"), "cuda")
+        except workers.WorkerGpuError as error:
+            raise pytest.UsageError(str(error)) from None
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, one worker per CPU
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` with --benchmark: one worker per GPU (per --bench-gpus-per-worker GPUs); one on CPU."""
+    if not config.getoption("--benchmark"):
+        return None  # the project's own tests: xdist's default, one per CPU
+    if config.getoption("--bench-device") == "cpu":
+        return 1
+    visible = workers.visible_gpus(os.environ, workers.nvml_gpu_count)
+    return workers.auto_worker_count(visible, max(1, config.getoption("--bench-gpus-per-worker")))
+
+
+def _cpu_threads(option: str, processes: int = 1) -> int:
     """torch's intra-op threads on CPU. Half the cores by default: with every core busy, whatever else runs
     (pytest, the OS, a neighbour) stalls each step at the threads' barrier; measured on a 2-core CPU, a busy
-    second core made 2-thread rounds 3.7x slower, while 1-thread rounds did not move and were as fast."""
+    second core made 2-thread rounds 3.7x slower, while 1-thread rounds did not move and were as fast.
+    Under xdist that half is shared by the `processes` workers."""
     if option == "auto":
-        return max(1, (os.cpu_count() or 2) // 2)
+        return max(1, (os.cpu_count() or 2) // 2 // processes)
     try:
         threads = int(option)
     except ValueError:
@@ -145,6 +257,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in kept:
         if item.get_closest_marker("gpu") and session.device != "cuda":
             item.add_marker(pytest.mark.skip(reason="GPU case: needs --bench-device cuda on a machine with CUDA"))
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """On an xdist worker, put each bench item in the group of its case function (see workers.group_name), so
+    that --dist loadgroup keeps a case's variants, its reference and its loaded models on one worker."""
+    if not workers.is_worker(item.config) or item.get_closest_marker("bench") is None:
+        return
+    callspec = getattr(item, "callspec", None)
+    function = item.nodeid.split("[", 1)[0]  # path::function, without the parameters
+    item.add_marker(pytest.mark.xdist_group(workers.group_name(function, callspec.params if callspec else {})))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -182,11 +304,16 @@ class BenchSession:
     config: pytest.Config
     device: str
     injections: Injections = field(default_factory=Injections)
+    placement: Placement | None = None  # a model spread over GPUs (--bench-device-map); None: on one device
     models: ModelCache = field(default_factory=ModelCache)
     records: dict[str, CaseRecord] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     saved_to: Path | None = None
     diff: Diff | None = None  # this run against its baseline, built at session end
+    # On an xdist worker: the case ids whose records, and whose verdicts, went to the controller already.
+    sent_records: set[str] = field(default_factory=set)
+    sent_verdicts: set[str] = field(default_factory=set)
+    merged: MergedRun | None = None  # on the xdist controller: the workers' results
 
     @property
     def model_source(self) -> str:
@@ -194,7 +321,17 @@ class BenchSession:
 
     @cached_property
     def fingerprint(self) -> dict:
-        return fingerprint(self.device)
+        if self.merged is not None:  # the controller runs no case: the environment is the workers'
+            return dict(self.merged.fingerprint or fingerprint(self.device, self.placement))
+        return fingerprint(self.device, self.placement)
+
+    def unsent_results(self, worker: str) -> WorkerResults:
+        """On a worker: the records and verdicts not yet sent to the controller, marked as sent."""
+        records = [record for case_id, record in self.records.items() if case_id not in self.sent_records]
+        verdicts = [verdict for case_id, verdict in self.verdicts.items() if case_id not in self.sent_verdicts]
+        self.sent_records.update(r.case_id for r in records)
+        self.sent_verdicts.update(v.case_id for v in verdicts)
+        return WorkerResults(worker, scrub_paths(dict(self.fingerprint)), records, verdicts)
 
     @property
     def baseline_file(self) -> Path:
@@ -254,7 +391,8 @@ class BenchCase:
         quantization = self.session.injections.quantization(variant.get("quantization", "none"))
         return LoadSpec(self.session.model_source, device, default_dtype(device), quantization,
                         compile=variant.get("compile") == "on", trust_remote_code=config.getoption("--bench-trust-remote-code"),
-                        allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"))
+                        allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"),
+                        placement=self.session.placement)
 
     def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
         """A model for the case (a candidate, a sibling; by default the session's own model), on the
@@ -308,7 +446,8 @@ class BenchCase:
         config = self.session.config
         settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
                                    max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
-                                   same_outputs=not is_profile(self.session.model_source))
+                                   same_outputs=not is_profile(self.session.model_source),
+                                   cuda_devices=self._cuda_devices())
         is_reference = reference is None
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
         mode = self.session.config.getoption("--bench-progress")
@@ -337,6 +476,9 @@ class BenchCase:
             metadata={"dtype": loaded.spec.dtype, "device": self.session.device, "model": model_id(self.session.model_source),
                       "weights": weights_summary(loaded.model), "random_weights": is_profile(self.session.model_source)},
         )
+        layout = layout_of(loaded.model) if self.session.placement is not None else None
+        if layout is not None:
+            record.metadata["layout"] = layout  # modules per GPU, as accelerate placed them
         if self.session.device == "cuda":
             efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
             if efficiency is not None:
@@ -347,6 +489,13 @@ class BenchCase:
             record.agreement = (shared - len(differing)) / shared if shared else None
         self.session.records[record.case_id] = record
         return record
+
+    def _cuda_devices(self) -> tuple[int, ...]:
+        """The GPUs a split model runs on, for measure to synchronize and count; none: the current device."""
+        placement = self.session.placement
+        if placement is None or self.session.device != "cuda":
+            return ()
+        return placement.gpu_indices(torch.cuda.device_count())
 
     def _progress_stream(self):
         """The bar's stream: the real stderr, written with pytest's capture suspended, as live logging does."""
@@ -431,15 +580,67 @@ def _session_diff(bench_session: BenchSession) -> Diff:
         diff.notes.append(f"baseline not used: {bench_session.baseline}")
     if config.getoption("--bench-save-baseline"):
         diff.notes.append("--bench-save-baseline: regressions did not fail this run; the results became the baseline")
+    if bench_session.merged is not None:
+        diff.notes.extend(bench_session.merged.problems)
     if bench_session.injections.active:
         diff.notes.append("regressions injected on purpose (--bench-inject " + " ".join(config.getoption("--bench-inject"))
                           + "): this run measures the gate, not the code")
     return diff
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On an xdist worker: what the case measured and judged rides on its call-phase report to the controller."""
+    report = yield
+    bench_session = _session(item.config)
+    if call.when == "call" and bench_session is not None and workers.is_worker(item.config):
+        results = bench_session.unsent_results(item.config.workerinput["workerid"])
+        if results.records or results.verdicts:
+            report.user_properties.append((USER_PROPERTY, results.to_json()))
+    return report
+
+
+class WorkerResultsCollector:
+    """Registered on the xdist controller only: merges what each worker's case measured into the run."""
+
+    def __init__(self, merged: MergedRun, dist: str) -> None:
+        self.merged = merged
+        self.dist = dist
+
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """Every bench item carries an xdist_group mark; under loadgroup, xdist shows it as an `@group` suffix of
+        the node id. None there: this xdist and pytest ignore the marks (pytest-xdist#1386, pytest 9.2)."""
+        if self.dist == "loadgroup" and ids and not any("@" in node_id for node_id in ids):
+            problem = ("pytest-xdist ignored the xdist_group marks (pytest-xdist#1386, with pytest 9.2), so cases may "
+                       "be measured away from their reference: run with --dist loadscope")
+            if problem not in self.merged.problems:
+                self.merged.problems.append(problem)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        results = results_of(report.user_properties)
+        if results is not None:
+            self.merged.add(results)
+
+
+def _merge_workers(bench_session: BenchSession) -> None:
+    """The controller's run is the workers' merged results, in the environment the workers measured."""
+    merged = bench_session.merged
+    bench_session.records, bench_session.verdicts = dict(merged.records), dict(merged.verdicts)
+    for derived in ("fingerprint", "baseline"):  # computed again from the workers' fingerprint
+        bench_session.__dict__.pop(derived, None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bench_session = _session(session.config)
-    if bench_session is None or not bench_session.records:
+    if bench_session is None or workers.is_worker(session.config):
+        return  # a worker's results went to the controller, which reports and saves them once
+    if bench_session.merged is not None:
+        _merge_workers(bench_session)
+        if bench_session.merged.problems:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not bench_session.records:
         return
     config = session.config
     bench_session.diff = _session_diff(bench_session)
@@ -461,10 +662,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(f"model {model_id(bench_session.model_source)} on {bench_session.fingerprint['device_class']}, "
                                 f"matrix {config.getoption('--bench-matrix')}, at least {config.getoption('--bench-rounds')} "
                                 f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
-                                f"{torch.get_num_threads()} torch thread(s)")
+                                f"{_threads_line(bench_session)}")
     terminalreporter.write_line(terminal_table(bench_session.diff))
     for path in config.getoption("--bench-report"):
         terminalreporter.write_line(f"report written to {path}")
     saved = bench_session.saved_to
     if saved:
         terminalreporter.write_line(f"baselines saved to {os.path.relpath(saved, config.rootpath)}")
+
+
+def _threads_line(bench_session: BenchSession) -> str:
+    """This process's torch threads; under xdist, the workers' (the controller runs no case) and how many."""
+    merged = bench_session.merged
+    if merged is None:
+        return f"{torch.get_num_threads()} torch thread(s)"
+    return (f"{bench_session.fingerprint.get('torch_threads')} torch thread(s) in each of {len(merged.workers)} "
+            f"xdist worker(s) ({', '.join(f'{w}: {n} case(s)' for w, n in sorted(merged.workers.items()))})")
