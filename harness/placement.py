@@ -14,6 +14,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+import torch
+
 # The strategies from_pretrained takes as a string (transformers' integrations.accelerate._get_device_map).
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(GiB|MiB|KiB|GB|MB|KB)", re.IGNORECASE)
@@ -93,12 +95,18 @@ def check_placement(placement: Placement, device: str, visible: int, accelerate_
 
 
 def layout_of(model) -> dict[str, int] | None:
-    """Modules per device of a model loaded with a device map ({"cuda:0": 17, "cuda:1": 16}); None without one."""
+    """Modules per device of a model loaded with a device map ({"cuda:0": 17, "cuda:1": 16}).
+
+    transformers 5.17 leaves `hf_device_map` unset when the map puts the whole model on one GPU: the layout
+    is then counted from where the parameter tensors are."""
     device_map = getattr(model, "hf_device_map", None)
-    if not device_map:
+    if device_map:
+        counts = Counter(_device_name(device) for device in device_map.values())
+    elif isinstance(model, torch.nn.Module):
+        counts = Counter(str(parameter.device) for parameter in model.parameters())
+    else:
         return None
-    counts = Counter(_device_name(device) for device in device_map.values())
-    return dict(sorted(counts.items()))
+    return dict(sorted(counts.items())) or None
 
 
 def _device_name(device) -> str:
