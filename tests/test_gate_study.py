@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
                                         noise_table, slowdown_levels, slowdown_table, speed_noise)
 
@@ -75,7 +76,7 @@ def test_slowdown_table_counts_catches_per_level() -> None:
                 slowdowns={"a": 0.0, "b": 0.1, "c": 0.25, "d": 0.5}),
             run("2026-12-01T11:00:00", {"a": case(["speed"]), "b": case(), "c": case(["speed"]), "d": case()},
                 slowdowns={"a": 0.1, "b": 0.25, "c": 0.5, "d": 0.0})]
-    table = slowdown_table(runs)
+    table = slowdown_table(runs, {})  # no stored noise: what the gate said in each run
     assert "| 0% | 2 | 0 | 0% | 0 false alarm(s) |" in table
     assert "| 10% | 2 | 2 | 100% | none |" in table
     assert "| 25% | 2 | 1 | 50% | `b` (run 2) |" in table
@@ -83,7 +84,16 @@ def test_slowdown_table_counts_catches_per_level() -> None:
     assert "smallest slowdown caught in every variant-run, and every larger one too: none of the levels" in table
     runs[1]["cases"]["b"] = runs[0]["cases"]["d"] = case(["speed"])
     runs[0]["cases"]["b"] = case()  # a 10% slowdown missed
-    assert "smallest slowdown caught in every variant-run, and every larger one too: 25%" in slowdown_table(runs)
+    assert "smallest slowdown caught in every variant-run, and every larger one too: 25%" in slowdown_table(runs, {})
+
+
+def test_slowdowns_are_judged_by_the_noise_stored_now() -> None:
+    # the gate said nothing in the run, but the stored noise (2% sd: a 10% floor) fails a 20% drop
+    slowed = {"speedup": 4.0, "baseline_speedup": 5.0, "regressed": [], "status": "passed"}
+    runs = [run("2026-12-01T10:00:00", {"a": slowed}, slowdowns={"a": 0.25})]
+    noise = {"a": SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x")}
+    assert "| 25% | 1 | 1 | 100% | none |" in slowdown_table(runs, noise)
+    assert "| 25% | 1 | 0 | 0% | `a` (run 1) |" in slowdown_table(runs, {})
 
 
 def test_injection_table_names_what_caught_each_injection() -> None:

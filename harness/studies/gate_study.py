@@ -37,7 +37,7 @@ from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.baseline import store_speed_noise
+from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
 from harness.records import SpeedNoise
 from harness.results import read_results
 from harness.verdict import REGRESSED, GatePolicy, noise_drop, noise_limit, noise_start
@@ -285,8 +285,23 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
     return "\n".join(lines)
 
 
-def slowdown_table(runs: list[dict]) -> str:
-    """Per injected slowdown: how many slowed variant-runs the gate failed on speed."""
+def stored_noise(baseline: Path) -> dict[str, SpeedNoise]:
+    """The speed noise each case's baseline entry holds now (what `calibrate` stored)."""
+    data = json.loads(baseline.read_text(encoding="utf-8"))
+    loaded = load_baseline(baseline, data["device_class"], data["model_id"])
+    return {case_id: noise for case_id in loaded.cases if (noise := speed_noise_of(loaded, case_id)) is not None}
+
+
+def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], policy: GatePolicy) -> bool:
+    """Whether the gate fails the logged variant-run on speed, judged by the noise stored now; a case without
+    stored noise, by what the gate said in that run."""
+    if case_id in noise and case["speedup"] and case.get("baseline_speedup"):
+        return noise_drop(case["baseline_speedup"], case["speedup"], noise[case_id]) > noise_limit(noise[case_id], policy)
+    return any(f["kind"] == "speed" for f in case["regressed"])
+
+
+def slowdown_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy = GatePolicy()) -> str:
+    """Per injected slowdown: how many slowed variant-runs the gate fails on speed."""
     if not runs:
         return "no slowdown runs logged yet"
     lines = [_machine_line(runs, "runs"), "", "| slowdown | variant-runs | failed on speed | rate | missed |",
@@ -298,7 +313,7 @@ def slowdown_table(runs: list[dict]) -> str:
             for case_id, case_level in run["slowdowns"].items():
                 if case_level != level or case_id not in run["cases"]:
                     continue
-                if any(f["kind"] == "speed" for f in run["cases"][case_id]["regressed"]):
+                if caught_on_speed(case_id, run["cases"][case_id], noise, policy):
                     hits += 1
                 else:
                     misses.append(f"`{case_id}` (run {index + 1})")
@@ -312,16 +327,16 @@ def slowdown_table(runs: list[dict]) -> str:
     from_on = [level for level in LEVELS[1:] if all(higher in reliable for higher in LEVELS if higher >= level)]
     smallest = f"{100 * min(from_on):.0f}%" if from_on else "none of the levels"
     return "\n".join([*lines, "", f"smallest slowdown caught in every variant-run, and every larger one too: {smallest}",
-                      "", _slowdowns_by_pipeline(runs)])
+                      "", _slowdowns_by_pipeline(runs, noise, policy)])
 
 
-def _slowdowns_by_pipeline(runs: list[dict]) -> str:
+def _slowdowns_by_pipeline(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy) -> str:
     """The same catches per pipeline: the noise, and so what the gate can see, differs from one to the next."""
     caught: dict[tuple[str, float], list[bool]] = {}
     for run in runs:
         for case_id, level in run["slowdowns"].items():
             if case_id in run["cases"]:
-                hit = any(f["kind"] == "speed" for f in run["cases"][case_id]["regressed"])
+                hit = caught_on_speed(case_id, run["cases"][case_id], noise, policy)
                 caught.setdefault((case_id.split("[", 1)[0], level), []).append(hit)
     pipelines = sorted({pipeline for pipeline, _ in caught})
     lines = ["| pipeline | " + " | ".join(f"{100 * level:.0f}%" for level in LEVELS) + " |",
@@ -351,8 +366,9 @@ def injection_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(logs: dict[str, Path]) -> str:
+def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
     aa, slowdowns, injections = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections"))
+    noise = stored_noise(baseline) if baseline.exists() else {}
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
         f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}` and "
@@ -369,10 +385,11 @@ def report(logs: dict[str, Path]) -> str:
         noise_table(aa), "",
         "## Injected slowdowns", "",
         "Each run slows every optimized variant by 0%, 10%, 25% or 50% (`--bench-inject slowdown=F@CASE`: a busy "
-        "wait of F times each call of its pipeline); a variant's level rotates from run to run. The gate judges "
-        "with the speed noise stored by `calibrate`. A slowed variant is caught when the gate fails it on speed; "
-        "at 0% a failure on speed is a false alarm.", "",
-        slowdown_table(slowdowns), "",
+        "wait of F times each call of its pipeline); a variant's level rotates from run to run. Each logged speedup "
+        f"is judged here by the noise rule with the speed noise `{baseline}` holds now (what `calibrate` stored), "
+        "so the table is what the committed gate says of those measurements. A slowed variant is caught when "
+        "it fails on speed; at 0% a failure on speed is a false alarm.", "",
+        slowdown_table(slowdowns, noise), "",
         "## Injected regressions of quality, work and model", "",
         "Each run puts one regression in through `--bench-inject` and runs only the case it must fail (and its "
         "reference), with one timed round: these rules do not depend on timing.", "",
@@ -397,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     command = commands.add_parser("report", help="the tables of the logs, as Markdown")
     command.add_argument("--out", type=Path, help="write them here (default: print)")
+    command.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="whose stored speed noise judges the slowdowns")
     for name, path in DEFAULT_LOGS.items():
         command.add_argument(f"--{name}", type=Path, default=path)
     args = parser.parse_args(argv)
@@ -407,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         noise = calibrate(args.log, args.baseline)
         print(f"speed noise of {len(noise)} variants stored in {args.baseline}")
     else:
-        text = report({name: getattr(args, name) for name in DEFAULT_LOGS})
+        text = report({name: getattr(args, name) for name in DEFAULT_LOGS}, args.baseline)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(text, encoding="utf-8")
