@@ -103,7 +103,9 @@ def test_injection_table_names_what_caught_each_injection() -> None:
             run("2026-12-01T11:00:00", {target: case([])}, injection=injection.name)]
     assert caught(runs[0], injection) and not caught(runs[1], injection)
     table = injection_table(runs)
-    assert f"| {injection.name} | 2 | 1 | counters, speed | `{target}`: counters moved |" in table
+    # the case id's pipe is escaped, so that it does not end the Markdown cell
+    escaped = target.replace("|", "\\|")
+    assert f"| {injection.name} | 2 | 1 | counters, speed | `{escaped}`: counters moved |" in table
 
 
 def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(tmp_path: Path) -> None:

@@ -309,7 +309,7 @@ def terminal_table(diff: Diff) -> str:
 # --- Markdown -----------------------------------------------------------------------------------------------
 
 
-def _md_cell(text: Any) -> str:
+def md_cell(text: Any) -> str:
     """A table cell: pipes escaped (case ids contain them), newlines as <br>."""
     return str(text).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
 
@@ -361,7 +361,7 @@ def _md_table(frame: pd.DataFrame) -> list[str]:
         "| " + " | ".join(_MD_HEADERS) + " |",
         "| " + " | ".join("---:" if h in _MD_NUMERIC else "---" for h in _MD_HEADERS) + " |",
     ]
-    lines += ["| " + " | ".join(_md_cell(v) for v in _md_row(row)) + " |" for _, row in frame.iterrows()]
+    lines += ["| " + " | ".join(md_cell(v) for v in _md_row(row)) + " |" for _, row in frame.iterrows()]
     return lines
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
 from harness.records import SpeedNoise
+from harness.report.tables import md_cell
 from harness.results import read_results
 from harness.verdict import REGRESSED, GatePolicy, noise_drop, noise_limit, noise_start
 
@@ -257,6 +258,7 @@ def aa_table(runs: list[dict]) -> str:
             runs_hit += bool(hit)
             cases_hit.update(hit)
         named = ", ".join(f"`{case_id}` ({n})" for case_id, n in cases_hit.most_common()) or "none"
+        named = md_cell(named)
         lines.append(f"| {kind} | {runs_hit}/{len(runs)} | {runs_hit / len(runs):.0%} | {named} |")
     return "\n".join(lines)
 
@@ -281,7 +283,7 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
              "| --- | ---: | ---: | ---: |"]
     for case_id, case_noise in sorted(noise.items(), key=lambda item: -item[1].spread):
         limit = 100 * (1 - math.exp(-noise_limit(case_noise, policy) - noise_start(case_noise)))
-        lines.append(f"| `{case_id}` | {100 * case_noise.spread:.1f}% | {100 * (math.exp(-case_noise.center) - 1):+.1f}% | {limit:.0f}% |")
+        lines.append(f"| {md_cell(f'`{case_id}`')} | {100 * case_noise.spread:.1f}% | {100 * (math.exp(-case_noise.center) - 1):+.1f}% | {limit:.0f}% |")
     return "\n".join(lines)
 
 
@@ -321,7 +323,7 @@ def slowdown_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GateP
         if level and total and not misses:
             reliable.append(level)
         missed = (", ".join(misses) or "none") if level else "(no slowdown: these are false alarms)"
-        shown = missed if level else f"{hits} false alarm(s)"
+        shown = md_cell(missed) if level else f"{hits} false alarm(s)"
         lines.append(f"| {100 * level:.0f}% | {total} | {hits} | {hits / total if total else 0:.0%} | {shown} |")
     # The smallest level from which on every level was caught every time.
     from_on = [level for level in LEVELS[1:] if all(higher in reliable for higher in LEVELS if higher >= level)]
@@ -362,7 +364,7 @@ def injection_table(runs: list[dict]) -> str:
         example = next((f["message"] for run in hits for f in run["cases"][injection.targets[0]]["regressed"]
                         if f["kind"] in injection.kinds), "")
         by = ", ".join(kind for kind, _ in kinds.most_common())
-        lines.append(f"| {injection.name} | {len(mine)} | {len(hits)} | {by} | `{injection.targets[0]}`: {example[:220]} |")
+        lines.append(f"| {injection.name} | {len(mine)} | {len(hits)} | {by} | {md_cell(f'`{injection.targets[0]}`: {example[:220]}')} |")
     return "\n".join(lines)
 
 
