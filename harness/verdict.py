@@ -180,6 +180,11 @@ def noise_drop(baseline_ratio: float, ratio: float, noise: SpeedNoise) -> float:
     return math.log(baseline_ratio / ratio) - noise_start(noise)
 
 
+def beyond_noise(baseline_ratio: float, ratio: float, noise: SpeedNoise, policy: GatePolicy) -> bool:
+    """Rule 1 with the case's A/A noise: the speedup fell by more than its noise allows."""
+    return noise_drop(baseline_ratio, ratio, noise) > noise_limit(noise, policy) + _EPS
+
+
 def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNoise, policy: GatePolicy) -> Finding:
     """Rule 1 with the case's A/A noise: the drop of log speedup, from the slower of baseline and A/A mean,
     against noise_z spreads."""
@@ -190,7 +195,7 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
         f"A/A noise {100 * noise.spread:.1f}% sd over {noise.runs} runs, limit {100 * (math.exp(-limit - noise_start(noise)) - 1):+.1f}%)"
     )
     status = PASSED
-    if drop > limit + _EPS:
+    if beyond_noise(baseline.ratio, current.ratio, noise, policy):
         status = REGRESSED
     elif drop < -limit - _EPS:
         status = IMPROVED
@@ -583,6 +588,7 @@ __all__ = [
     "fidelity_class",
     "judge",
     "neighbour_findings",
+    "beyond_noise",
     "noise_drop",
     "noise_limit",
     "noise_start",

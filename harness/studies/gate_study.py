@@ -41,7 +41,7 @@ from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
 from harness.records import SpeedNoise
 from harness.report.tables import md_cell
 from harness.results import read_results
-from harness.verdict import REGRESSED, GatePolicy, noise_drop, noise_limit, noise_start
+from harness.verdict import REGRESSED, GatePolicy, beyond_noise, noise_limit, noise_start
 
 KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
 LEVELS = (0.0, 0.10, 0.25, 0.50)
@@ -274,8 +274,7 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
         for case_id, case in run["cases"].items():
             if case_id in others and case["speedup"] and case.get("baseline_speedup"):
                 checked += 1
-                drop = noise_drop(case["baseline_speedup"], case["speedup"], others[case_id])
-                if drop > noise_limit(others[case_id], policy):
+                if beyond_noise(case["baseline_speedup"], case["speedup"], others[case_id], policy):
                     alarms.append(f"`{case_id}` (run {index + 1})")
     lines = [f"Each run judged by the noise rule learned from the other {len(runs) - 1} runs: "
              f"{len(alarms)} false alarm(s) in {checked} variant-runs{': ' + ', '.join(alarms) if alarms else ''}.", "",
@@ -298,7 +297,7 @@ def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], poli
     """Whether the gate fails the logged variant-run on speed, judged by the noise stored now; a case without
     stored noise, by what the gate said in that run."""
     if case_id in noise and case["speedup"] and case.get("baseline_speedup"):
-        return noise_drop(case["baseline_speedup"], case["speedup"], noise[case_id]) > noise_limit(noise[case_id], policy)
+        return beyond_noise(case["baseline_speedup"], case["speedup"], noise[case_id], policy)
     return any(f["kind"] == "speed" for f in case["regressed"])
 
 
