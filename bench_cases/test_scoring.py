@@ -12,10 +12,10 @@ TOGGLES = {
     "kv_cache": ["on"],  # the reference's continuations
     "attention": ["sdpa"],
 }
+ALL_ON = {"topk": "100", "batching": "dynamic", "early_stop": "on", "kv_cache": "on"}
 
 
-@pytest.mark.bench(pipeline="scoring", toggles=TOGGLES)
-def test_scoring(bench):
+def scoring_pipeline(bench, fixed=None):
     # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree
     prompts = [item.prompt for item in generate_suite("gpqa", n=64, seed=0)]
 
@@ -26,6 +26,18 @@ def test_scoring(bench):
             panel.append(Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT))
         if bench.device == "cuda":  # 4-bit is slow on CPU; random weights exaggerate its error: no expected decision
             panel.append(Pair("nf4 copy", bench.load(quantization="nf4").model, None if bench.speed_profile else SAME))
-        return run_scoring(model, tokenizer, panel, prompts, ScoringSettings.from_variant(variant))
+        return run_scoring(model, tokenizer, panel, prompts, ScoringSettings.from_variant({**(fixed or {}), **variant}))
 
-    bench.run(group="gpqa", pipeline=pipeline)
+    return pipeline
+
+
+@pytest.mark.bench(pipeline="scoring", toggles=TOGGLES)
+def test_scoring(bench):
+    bench.run(group="gpqa", pipeline=scoring_pipeline(bench))
+
+
+@pytest.mark.gpu
+@pytest.mark.bench(pipeline="scoring", toggles={"compile": ["on"]})
+def test_scoring_compiled(bench):
+    # all on, with the continuations decoded by the compiled static-cache loop against generate's
+    bench.run(group="gpqa-compiled", pipeline=scoring_pipeline(bench, fixed=ALL_ON))

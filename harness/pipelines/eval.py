@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.answers import extract_boxed
+from harness.pipelines.static_greedy import greedy_static
 from harness.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
@@ -29,7 +30,7 @@ class EvalSettings:
     early_stop: bool = False
     batching: str = "1"  # "1", "static8" or "dynamic"
     token_budget: int = 2048  # dynamic batching: rows x (longest prompt + max_new_tokens) per bucket
-    compile: bool = False  # a static KV cache, and the decoding step compiled with CUDA graphs
+    compile: bool = False  # a static KV cache, and the decoding step compiled with CUDA graphs (static_greedy)
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> EvalSettings:
@@ -138,16 +139,7 @@ def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSetti
     # Only early stopping needs a look at every step; without it every row runs to the limit, and where its
     # answer ends (the first EOS) is read afterwards, with no GPU sync per step to slow a compiled decode.
     tracker = RowTracker(tokenizer, width, [item.answer_type for item in batch], stop=True) if settings.early_stop else None
-    output = model.generate(
-        **encoded,
-        do_sample=False,
-        max_new_tokens=settings.max_new_tokens,
-        use_cache=settings.kv_cache,
-        eos_token_id=tokenizer.eos_token_id if settings.early_stop else None,
-        pad_token_id=tokenizer.pad_token_id,
-        stopping_criteria=StoppingCriteriaList([tracker] if tracker else []),
-        **_compiled_decoding(settings),
-    )
+    output = _decode(model, tokenizer, encoded, tracker, settings)
     new = output[:, width:]
     steps = new.shape[1]
     ends = tracker.ends if tracker else first_eos_ends(new, tokenizer.eos_token_id)
@@ -161,14 +153,23 @@ def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSetti
     return texts, counters
 
 
-def _compiled_decoding(settings: EvalSettings) -> dict:
-    """generate's arguments for compile=on: a static cache, which transformers' generate compiles the decoding
-    step for (torch.compile, mode reduce-overhead: CUDA graphs); nothing otherwise."""
-    if not settings.compile:
-        return {}
-    if not settings.kv_cache:
-        raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
-    return {"cache_implementation": "static", "compile_config": CompileConfig(mode="reduce-overhead")}
+def _decode(model, tokenizer, encoded, tracker: RowTracker | None, settings: EvalSettings) -> torch.Tensor:
+    """Greedy tokens, prompt included: transformers' generate, or with compile=on the static-cache loop whose step
+    is compiled into CUDA graphs (on a CPU the same loop runs as plain Python)."""
+    if settings.compile:
+        if not settings.kv_cache:
+            raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
+        return greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.max_new_tokens,
+                             stopping=tracker, compiled=model.device.type == "cuda")
+    return model.generate(
+        **encoded,
+        do_sample=False,
+        max_new_tokens=settings.max_new_tokens,
+        use_cache=settings.kv_cache,
+        eos_token_id=tokenizer.eos_token_id if settings.early_stop else None,
+        pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([tracker] if tracker else []),
+    )
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ or UNDECIDED at n_max.
 
 Toggles read here: topk (full, or topk_delta with k), batching (prompts teacher-forced in padded
 batches with a per-row gather), early_stop (stop a pair at its first decision, or run to n_max and
-keep that first decision), kv_cache (continuation generation). Attention and quantization act on the
+keep that first decision), kv_cache (continuation generation), compile (continuations by
+the static-cache loop of `static_greedy`). Attention and quantization act on the
 models before they arrive; a quantized candidate is a pair of the panel.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.pipelines.eval import count_forward_passes
+from harness.pipelines.static_greedy import greedy_static
 from harness.progress import advance
 from harness.records import PipelineOutput
 
@@ -71,6 +73,7 @@ class ScoringSettings:
     batch_size: int = 1
     early_stop: bool = False
     kv_cache: bool = False
+    compile: bool = False  # continuations by the static-cache loop, its step compiled into CUDA graphs
     preset: DecisionPreset = QUICK
 
     def __post_init__(self) -> None:
@@ -89,6 +92,7 @@ class ScoringSettings:
             batch_size=_BATCH_SIZES[variant.get("batching", "1")],
             early_stop=variant.get("early_stop", "off") == "on",
             kv_cache=variant.get("kv_cache", "off") == "on",
+            compile=variant.get("compile", "off") == "on",
             **overrides,
         )
 
@@ -153,8 +157,12 @@ def continuations(model, tokenizer, prompts: list[str], settings: ScoringSetting
     result: list[list[int]] = []
     for rows in _batches(len(prompts), settings.batch_size):
         encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(model.device)
-        output = model.generate(**encoded, do_sample=False, max_new_tokens=settings.positions, use_cache=settings.kv_cache,
-                                eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+        if settings.compile:  # on a CPU the loop runs as plain Python
+            output = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.positions,
+                                   compiled=model.device.type == "cuda")
+        else:
+            output = model.generate(**encoded, do_sample=False, max_new_tokens=settings.positions, use_cache=settings.kv_cache,
+                                    eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
         result += output[:, encoded["input_ids"].shape[1]:].tolist()
     return result
 

@@ -27,6 +27,7 @@ from harness.tasks import SUITES, generate_suite
 class VariantFigures:
     topk: str
     batch_size: int
+    compiled: bool
     decisions: dict[str, str]
     scores: dict[str, float]
     queries: int
@@ -49,8 +50,8 @@ def _panel(reference, quantized: bool) -> list[Pair]:
 
 def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool = True, model: str = "embedded",
                  device: str = "cpu", topks: tuple[str, ...] = ("full", "100", "50"),
-                 batch_sizes: tuple[int, ...] = (1, 32)) -> list[VariantFigures]:
-    reference = load_model(LoadSpec(model, device, default_dtype(device)))
+                 batch_sizes: tuple[int, ...] = (1, 32), compiled: bool = False) -> list[VariantFigures]:
+    reference = load_model(LoadSpec(model, device, default_dtype(device), compile=compiled))
     panel = _panel(reference, quantized)
     print("weights: " + ", ".join(f"{pair.name} {weights_summary(pair.candidate)['bytes'] / 1e6:,.2f} MB" for pair in panel), flush=True)
     prompts = [item.prompt for item in generate_suite(suite, n, seed=0)]
@@ -58,8 +59,9 @@ def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool =
     for topk in topks:
         for batch_size in batch_sizes:
             settings = ScoringSettings(topk=None if topk == "full" else int(topk), batch_size=batch_size,
-                                       early_stop=True, kv_cache=True, preset=PRESETS[preset])
-            run_scoring(reference.model, reference.tokenizer, panel, prompts[:batch_size], settings)  # warm-up
+                                       early_stop=True, kv_cache=True, compile=compiled, preset=PRESETS[preset])
+            # warm-up; compiled, on every prompt, so that each shape the rounds meet is compiled before them
+            run_scoring(reference.model, reference.tokenizer, panel, prompts if compiled else prompts[:batch_size], settings)
             seconds = []
             for _ in range(rounds):
                 start = time.perf_counter()
@@ -67,7 +69,7 @@ def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool =
                 output = run_scoring(reference.model, reference.tokenizer, panel, prompts, settings)
                 seconds.append(time.perf_counter() - start)
             figures.append(VariantFigures(
-                topk, batch_size, dict(zip(output.item_ids, output.item_outputs)),
+                topk, batch_size, compiled, dict(zip(output.item_ids, output.item_outputs)),
                 {name[6:-1]: value for name, value in output.quality.items() if name.startswith("score[")},
                 output.counters["queries"], output.counters["queries_to_decision"],
                 1000 * statistics.median(seconds) / output.counters["queries"],
@@ -80,12 +82,12 @@ def table(figures: list[VariantFigures]) -> str:
     """Scores are compared with topk=full at the same batch size: the same queries, so any shift is top-k's."""
     full_at = {f.batch_size: f for f in figures if f.topk == "full"}
     pairs = list(figures[0].decisions)
-    header = "| topk | batch | " + " | ".join(f"{p}: decision, score (vs full)" for p in pairs) + " | queries (to decision) | ms/query |"
-    lines = [header, "|" + " --- |" * (len(pairs) + 4)]
+    header = "| topk | batch | compile | " + " | ".join(f"{p}: decision, score (vs full)" for p in pairs) + " | queries (to decision) | ms/query |"
+    lines = [header, "|" + " --- |" * (len(pairs) + 5)]
     for f in figures:
         full = full_at.get(f.batch_size, f)
         cells = [f"{f.decisions[p]}, {f.scores[p]:.4f} ({f.scores[p] - full.scores[p]:+.4f})" for p in pairs]
-        lines.append(f"| {f.topk} | {f.batch_size} | " + " | ".join(cells) + f" | {f.queries} ({f.queries_to_decision}) | {f.ms_per_query:.2f} |")
+        lines.append(f"| {f.topk} | {f.batch_size} | {'on' if f.compiled else 'off'} | " + " | ".join(cells) + f" | {f.queries} ({f.queries_to_decision}) | {f.ms_per_query:.2f} |")
     return "\n".join(lines)
 
 
@@ -100,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda runs bf16, cpu fp32")
     parser.add_argument("--topk", nargs="+", default=["full", "100", "50"], help="top-k values to run (full = none)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes to run")
+    parser.add_argument("--compile", action="store_true",
+                        help="continuations by the static-cache loop compiled into CUDA graphs (compile=on; a GPU)")
     args = parser.parse_args(argv)
     figures = run_variants(args.suite, args.n, args.rounds, args.preset, quantized=not args.no_quantized,
                            model=args.model, device=resolve_device(args.device), topks=tuple(args.topk),
-                           batch_sizes=tuple(args.batch))
+                           batch_sizes=tuple(args.batch), compiled=args.compile)
     print()
     print(table(figures))
 

@@ -1,0 +1,95 @@
+"""Greedy decoding with a static KV cache and the one-token step compiled into CUDA graphs (compile=on).
+
+transformers' `generate` compiles the same step for a static cache, but its loop asks the GPU after every step
+whether all rows have finished. The host then waits out each step before it queues the next, and at batch 1 a
+1B model spends more of its step in that wait and generate's Python than in reading its weights. This loop
+queues every step without reading anything back, unless a stopping criterion has to look at the tokens
+(early_stop), and keeps every tensor the compiled step sees at one shape: the attention mask spans the whole
+cache from the start, and the cache itself is reused from call to call, so the CUDA graphs are recorded once.
+
+It runs the model's own forward (transformers' attention, cache and masks); only the loop around it is ours.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import CompileConfig, StaticCache, StoppingCriteria
+
+# The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
+CACHE_LENGTH_STEP = 128
+COMPILE_CONFIG = CompileConfig(mode="reduce-overhead")  # torch.compile with CUDA graphs
+
+
+def cache_length(tokens: int) -> int:
+    return -(-tokens // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP
+
+
+def _reused_cache(model, rows: int, length: int) -> StaticCache:
+    """One static cache per (rows, length), kept on the model: new tensors each call would make the CUDA
+    graphs record again, as their addresses are part of the graph."""
+    caches = model.__dict__.setdefault("_harness_static_caches", {})
+    cache = caches.get((rows, length))
+    if cache is None:
+        cache = caches[(rows, length)] = StaticCache(config=model.config, max_cache_len=length)
+    else:
+        cache.reset()
+    return cache
+
+
+def _forward_arguments(model, cache: StaticCache, start: torch.Tensor) -> dict:
+    """The cache under the name this transformers version takes, and, where the forward still takes
+    `cache_position` (versions before the cache tracked its own length), where the new tokens go."""
+    parameters = inspect.signature(model.forward).parameters
+    arguments = {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": True}
+    if "cache_position" in parameters:
+        arguments["cache_position"] = start
+    if "logits_to_keep" in parameters:  # the prefill's logits at the last position only
+        arguments["logits_to_keep"] = 1
+    return arguments
+
+
+@torch.no_grad()
+def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                  stopping: StoppingCriteria | None = None, compiled: bool = True) -> torch.Tensor:
+    """Prompt and greedy continuation, [rows, width + steps]: `max_new_tokens` steps, fewer only where
+    `stopping` says every row is done. Rows are left-padded; EOS does not stop a row (as generate with
+    eos_token_id=None): the caller reads each answer up to its end."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    rows, width = input_ids.shape
+    device = input_ids.device
+    length = cache_length(width + max_new_tokens)
+    cache = _reused_cache(model, rows, length)
+    # Ones beyond the prompt: causality hides the positions not yet written, and the mask keeps one shape.
+    mask = torch.ones(rows, length, dtype=attention_mask.dtype, device=device)
+    mask[:, :width] = attention_mask
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    tokens = torch.empty(rows, width + max_new_tokens, dtype=input_ids.dtype, device=device)
+    tokens[:, :width] = input_ids
+
+    start = torch.arange(width, device=device)
+    # The prefill runs eagerly: its shape changes with the prompt.
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                   **_forward_arguments(model, cache, start)).logits
+    step = model.get_compiled_call(COMPILE_CONFIG) if compiled else model.__call__
+    # The step's inputs, updated in place: the compiled step sees the same tensors every time.
+    token, position, at = torch.empty_like(input_ids[:, :1]), positions[:, -1:] + 1, start[-1:] + 1
+    arguments = _forward_arguments(model, cache, at)
+    done = 0
+    while True:
+        token.copy_(logits[:, -1:].argmax(-1))
+        tokens[:, width + done] = token[:, 0]
+        done += 1
+        if done == max_new_tokens or (stopping is not None and bool(stopping(tokens[:, : width + done], None).all())):
+            break
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's logits are read: its buffers may be reused
+        logits = step(input_ids=token, attention_mask=mask, position_ids=position, **arguments).logits
+        position += 1
+        at += 1
+    return tokens[:, : width + done]
+
+
+__all__ = ["CACHE_LENGTH_STEP", "COMPILE_CONFIG", "cache_length", "greedy_static"]

@@ -1,0 +1,74 @@
+"""The compile=on decoding loop: the same tokens as transformers' greedy generate, one cache shape per call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.models import LoadSpec, load_model
+from harness.pipelines.eval import EvalSettings, RowTracker, run_eval
+from harness.pipelines.static_greedy import CACHE_LENGTH_STEP, cache_length, greedy_static
+from harness.tasks import generate_suite
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(LoadSpec("embedded", "cpu", "float32", "none"))
+
+
+def _encoded(loaded, prompts):
+    return loaded.tokenizer(prompts, return_tensors="pt", padding=True)
+
+
+def test_the_loop_writes_the_tokens_greedy_generate_writes(loaded):
+    # left-padded rows of different lengths: the positions and the mask must keep each row's own
+    prompts = [item.prompt for item in generate_suite("math", n=3, seed=4)] + ["What is 2 + 2?"]
+    encoded = _encoded(loaded, prompts)
+    expected = loaded.model.generate(**encoded, do_sample=False, max_new_tokens=24, eos_token_id=None,
+                                     pad_token_id=loaded.tokenizer.pad_token_id)
+    got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 24, compiled=False)
+    assert torch.equal(got, expected)
+
+
+def test_a_reused_cache_gives_the_same_tokens_again(loaded):
+    encoded = _encoded(loaded, ["Compute 7 * 6.", "What is 12 - 5?"])
+    first = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 16, compiled=False)
+    cache = loaded.model._harness_static_caches[(2, CACHE_LENGTH_STEP)]
+    other = _encoded(loaded, ["Compute 3 + 9.", "Name the capital of Mars."])
+    greedy_static(loaded.model, other["input_ids"], other["attention_mask"], 16, compiled=False)
+    again = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 16, compiled=False)
+    assert torch.equal(first, again)
+    # one (rows, length), one set of cache tensors: the CUDA graphs read them at fixed addresses
+    assert loaded.model._harness_static_caches[(2, CACHE_LENGTH_STEP)] is cache
+
+
+def test_a_stopping_criterion_ends_the_loop_when_every_row_is_done(loaded):
+    items = generate_suite("math", n=2, seed=5)
+    encoded = _encoded(loaded, [item.prompt for item in items])
+    width = encoded["input_ids"].shape[1]
+    tracker = RowTracker(loaded.tokenizer, width, [item.answer_type for item in items], stop=True)
+    got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 200, stopping=tracker, compiled=False)
+    assert all(end is not None for end in tracker.ends)
+    assert got.shape[1] - width == max(tracker.ends) < 200
+
+
+def test_eval_with_the_loop_answers_as_generate_does(loaded):
+    # compile=on runs this loop (compiled on a GPU only, so here as plain Python), which must not change an answer
+    items = generate_suite("math", n=6, seed=0)
+    plain = run_eval(loaded.model, loaded.tokenizer, items, EvalSettings(max_new_tokens=64, kv_cache=True, batching="dynamic"))
+    looped = run_eval(loaded.model, loaded.tokenizer, items,
+                      EvalSettings(max_new_tokens=64, kv_cache=True, batching="dynamic", compile=True))
+    assert looped.item_outputs == plain.item_outputs
+    assert looped.counters["generated_tokens"] == plain.counters["generated_tokens"]
+
+
+def test_cache_lengths_round_up_to_a_few_shapes():
+    assert cache_length(1) == CACHE_LENGTH_STEP
+    assert cache_length(CACHE_LENGTH_STEP) == CACHE_LENGTH_STEP
+    assert cache_length(CACHE_LENGTH_STEP + 1) == 2 * CACHE_LENGTH_STEP
+
+
+def test_no_new_tokens_is_refused(loaded):
+    encoded = _encoded(loaded, ["Compute 7 * 6."])
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
+        greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 0, compiled=False)
