@@ -15,29 +15,35 @@ TOGGLES = {
 ALL_ON = {"topk": "100", "batching": "dynamic", "early_stop": "on", "kv_cache": "on"}
 
 
-def scoring_pipeline(bench, fixed=None):
+def panel(bench, model):
+    # add your own pairs: Pair("mine", bench.load("path/to/model").model, DIFFERENT)
+    pairs = [Pair("self", model, SAME)]
+    if not bench.speed_profile:  # the sibling shares the embedded model's vocabulary, not a profile's
+        pairs.append(Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT))
+    if bench.device == "cuda":  # 4-bit is slow on CPU; random weights exaggerate its error: no expected decision
+        pairs.append(Pair("nf4 copy", bench.load(quantization="nf4").model, None if bench.speed_profile else SAME))
+    return pairs
+
+
+def run_case(bench, group, fixed=None):
     # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree
     prompts = [item.prompt for item in generate_suite("gpqa", n=64, seed=0)]
 
     def pipeline(model, tokenizer, variant):
-        # add your own pairs: Pair("mine", bench.load("path/to/model").model, DIFFERENT)
-        panel = [Pair("self", model, SAME)]
-        if not bench.speed_profile:  # the sibling shares the embedded model's vocabulary, not a profile's
-            panel.append(Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT))
-        if bench.device == "cuda":  # 4-bit is slow on CPU; random weights exaggerate its error: no expected decision
-            panel.append(Pair("nf4 copy", bench.load(quantization="nf4").model, None if bench.speed_profile else SAME))
-        return run_scoring(model, tokenizer, panel, prompts, ScoringSettings.from_variant({**(fixed or {}), **variant}))
+        settings = ScoringSettings.from_variant({**(fixed or {}), **variant})
+        return run_scoring(model, tokenizer, panel(bench, model), prompts, settings)
 
-    return pipeline
+    # the warm-up loads the panel's models, so that no timed round includes a load
+    bench.run(group=group, pipeline=pipeline, warm_up=lambda model, tokenizer, variant: panel(bench, model))
 
 
 @pytest.mark.bench(pipeline="scoring", toggles=TOGGLES)
 def test_scoring(bench):
-    bench.run(group="gpqa", pipeline=scoring_pipeline(bench))
+    run_case(bench, "gpqa")
 
 
 @pytest.mark.gpu
 @pytest.mark.bench(pipeline="scoring", toggles={"compile": ["on"]})
 def test_scoring_compiled(bench):
     # all on, with the continuations decoded by the compiled static-cache loop against generate's
-    bench.run(group="gpqa-compiled", pipeline=scoring_pipeline(bench, fixed=ALL_ON))
+    run_case(bench, "gpqa-compiled", fixed=ALL_ON)

@@ -61,8 +61,9 @@ def lengthened(sample: Sample, tokens: int, tokenizer) -> Sample:
 
 
 def run_variants(n: int, rounds: int, model: str = "embedded", device: str = "cpu", context_tokens: int = 0,
-                 quantized: bool = True) -> Iterator[Row]:
-    """Each variant's row as soon as it is measured, so that a cut-off run keeps what it measured."""
+                 quantized: bool = True, only: tuple[str, ...] = ()) -> Iterator[Row]:
+    """Each variant's row as soon as it is measured, so that a cut-off run keeps what it measured; `only`
+    names the variants to run (all when empty)."""
     spec = LoadSpec(model, device, default_dtype(device))
     reference = load_model(spec)
     labeller = load_model(replace(spec, source="embedded")) if is_profile(model) else reference
@@ -73,7 +74,7 @@ def run_variants(n: int, rounds: int, model: str = "embedded", device: str = "cp
         print(f"{len(samples)} samples, prompts of {lengths[0]} to {lengths[-1]} tokens", flush=True)
     calibration, held_out = split_samples(samples)
     for name, (attention, quantization, settings) in VARIANTS.items():
-        if quantization != "none" and not quantized:
+        if (quantization != "none" and not quantized) or (only and name not in only):
             continue
         model = reference.model if quantization == "none" else load_model(replace(spec, quantization=quantization)).model
         model.set_attn_implementation(attention)
@@ -108,12 +109,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda runs bf16, cpu fp32")
     parser.add_argument("--context-tokens", type=int, default=0, help="lengthen every context to this many prompt tokens")
     parser.add_argument("--no-quantized", action="store_true", help="leave the int8 and nf4 variants out")
+    parser.add_argument("--variants", nargs="+", default=(), choices=tuple(VARIANTS), metavar="VARIANT",
+                        help=f"run only these variants: {', '.join(VARIANTS)}")
     args = parser.parse_args()
 
     print("| variant | AUC | AUC PK alone | AUC ES alone | Pearson r | samples/min | forward passes | JSD terms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     device = resolve_device(args.device)
-    for row in run_variants(args.n, args.rounds, args.model, device, args.context_tokens, not args.no_quantized):
+    for row in run_variants(args.n, args.rounds, args.model, device, args.context_tokens, not args.no_quantized,
+                            tuple(args.variants)):
         q, c = row.quality, row.counters
         print(f"| {row.variant} | {q['auc']:.3f} | {q['auc_pk']:.3f} | {q['auc_es']:.3f} | {q['pearson_r']:.3f} "
               f"| {row.samples_per_minute:,.0f} | {c['forward_passes']} | {c['jsd_terms']:,} |", flush=True)
