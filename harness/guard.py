@@ -1,5 +1,6 @@
 """Failing one case cleanly so that the others go on: a time limit per case, and out-of-memory errors,
-each turned into a message that names the fix."""
+each turned into a message that names the fix; and a run stopped from outside (SIGTERM) ending as Ctrl-C
+does, so that what it measured is still reported."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ def time_limit(seconds: float, case_id: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def stop_on_sigterm() -> None:
+    """`timeout`, CI runners and job schedulers stop a run with SIGTERM, whose default ends the process at once:
+    the cases measured so far would be lost with it. As the KeyboardInterrupt of Ctrl-C, pytest ends the session
+    instead, and the plugin reports (and with --bench-save-baseline saves) the cases that finished. A handler
+    someone else installed is left alone."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

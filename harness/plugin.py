@@ -22,7 +22,7 @@ from harness.baseline import (BaselineError, BaselineFile, baseline_path, curren
                               scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
-from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, time_limit
+from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, stop_on_sigterm, time_limit
 from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
@@ -98,6 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--benchmark"):
         return
     _unpin_unless_a_worker(config)
+    if not workers.is_worker(config):  # a worker is stopped by its controller, which reports for it
+        stop_on_sigterm()
     if config.getoption("--bench-save-baseline") and not config.getoption("--bench-reason").strip():
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
@@ -666,6 +668,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(terminal_table(bench_session.diff))
     for path in config.getoption("--bench-report"):
         terminalreporter.write_line(f"report written to {path}")
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        terminalreporter.write_line(f"the run was interrupted: the {len(bench_session.records)} case(s) measured before "
+                                    "it are reported" + (" and saved" if bench_session.saved_to else ""))
     saved = bench_session.saved_to
     if saved:
         terminalreporter.write_line(f"baselines saved to {os.path.relpath(saved, config.rootpath)}")

@@ -212,6 +212,16 @@ def test_a_hung_case_hits_its_time_limit_and_the_others_go_on(pytester: pytest.P
                                  "is merely slow, raise --bench-timeout*"])
 
 
+def test_a_run_stopped_by_sigterm_still_reports_and_saves_the_cases_it_finished(pytester: pytest.Pytester) -> None:
+    # what `timeout` or a CI runner does to a run that is taking too long
+    stop = '__import__("os").kill(__import__("os").getpid(), __import__("signal").SIGTERM)'
+    result = run_cases(pytester, stop, "--bench-save-baseline", "--bench-reason", "stopped on purpose")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*the run was interrupted: the 3 case(s) measured before it are reported and saved*"])
+    saved = json.loads((pytester.path / "baselines" / "cpu" / "embedded-reference.json").read_text())
+    assert set(saved["cases"]) == {"eval[fine|reference]", "eval[fine|kv_cache=on]", "eval[trouble|reference]"}
+
+
 def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_cases=CASES.replace('["on"]', '["maybe"]', 1).replace("TROUBLE", "pass"))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")

@@ -1,0 +1,75 @@
+"""Where a compiled decode step's time goes: the host's time to queue it against the GPU's time to run it.
+
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --mode max-autotune
+
+One prompt, greedy, batch 1, with the static-cache loop of compile=on (`harness.pipelines.static_greedy`). The
+loop reads nothing back while it decodes, so the host runs ahead of the GPU: the time until the last step is
+queued ("queued") against the time until the GPU has run it ("done"). Queued well below done means the GPU is
+the bound, not Python; then only faster kernels help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import CompileConfig
+
+from harness.models import LoadSpec, default_dtype, load_model, resolve_device
+from harness.pipelines import static_greedy
+from harness.tasks import generate_suite
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    queued_ms: float  # per step, until the host has queued the last one
+    done_ms: float  # per step, until the GPU has run the last one
+
+    @property
+    def tokens_per_second(self) -> float:
+        return 1e3 / self.done_ms
+
+
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(model, encoded, steps: int, device: str, repeats: int = 3) -> StepTimes:
+    """The fastest of `repeats` decodes, after two untimed ones (the first compiles)."""
+    runs = []
+    for index in range(repeats + 2):
+        _synchronize(device)
+        start = time.perf_counter()
+        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps,
+                                    compiled=device == "cuda")
+        queued = time.perf_counter() - start
+        _synchronize(device)
+        if index >= 2:
+            runs.append((queued, time.perf_counter() - start))
+    return StepTimes(1e3 * min(q for q, _ in runs) / steps, 1e3 * min(d for _, d in runs) / steps)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded", help="embedded, a speed profile (random:<arch>) or a model directory")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda compiles the step; cpu runs it as Python")
+    parser.add_argument("--steps", type=int, default=128, help="tokens decoded per run")
+    parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of the step (reduce-overhead, max-autotune)")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    static_greedy.COMPILE_CONFIG = CompileConfig(mode=args.mode)
+    loaded = load_model(LoadSpec(args.model, device, default_dtype(device), compile=True))
+    encoded = loaded.tokenizer([generate_suite("math", n=1, seed=2)[0].prompt], return_tensors="pt").to(device)
+    started = time.perf_counter()
+    times = time_steps(loaded.model, encoded, args.steps, device)
+    print(f"| model | mode | queued ms/step | done ms/step | tokens/s | study s |\n| --- | --- | ---: | ---: | ---: | ---: |\n"
+          f"| {args.model} | {args.mode} | {times.queued_ms:.3f} | {times.done_ms:.3f} | {times.tokens_per_second:,.0f} "
+          f"| {time.perf_counter() - started:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
