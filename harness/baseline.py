@@ -371,14 +371,31 @@ def _write_atomically(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def current_commit(root: Path | str | None = None) -> str | None:
-    """The short git commit of `root` (default: the working directory), recorded with a save; None outside git."""
+def current_commit(root: Path | str | None = None, ignore: Path | str | None = None) -> str | None:
+    """The short git commit of `root` (default: the working directory), recorded with a save; None outside git.
+
+    With changes not committed (tracked files edited, or files git does not ignore yet untracked), the code
+    measured is not that commit's, and the commit reads `abc1234-dirty`. Changes under `ignore` (the baseline
+    directory, which an earlier save of the same sitting has written) do not count.
+    """
+    commit = _git(root, "rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    pathspec = ["--", "."]
+    if ignore is not None:
+        inside = os.path.relpath(Path(ignore).resolve(), Path(root or ".").resolve())
+        if not inside.startswith(".."):
+            pathspec.append(f":(exclude){inside}")
+    changes = _git(root, "status", "--porcelain", *pathspec)
+    return f"{commit}-dirty" if changes else commit
+
+
+def _git(root: Path | str | None, *args: str) -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10)
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def _dumps(data: dict[str, Any]) -> str:

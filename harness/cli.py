@@ -119,7 +119,7 @@ def run_accept(args: argparse.Namespace) -> int:
                            f"its cases: {', '.join(results.records)}")
     path = baseline_path(Path(args.baseline_dir), results.device_class, results.model_id)
     save_baseline(path, results.device_class, results.model_id, results.fingerprint, records, args.reason,
-                  args.commit or current_commit())
+                  args.commit or current_commit(ignore=args.baseline_dir))
     for record in records:
         verdict = results.verdicts.get(record.case_id)
         status = verdict.status if verdict else "unjudged"

@@ -652,7 +652,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         records = list(bench_session.records.values())
         path = bench_session.baseline_file
         save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
-                      bench_session.fingerprint, records, config.getoption("--bench-reason"), current_commit(config.rootpath))
+                      bench_session.fingerprint, records, config.getoption("--bench-reason"),
+                      current_commit(config.rootpath, ignore=path.parent.parent))
         bench_session.saved_to = path
 
 

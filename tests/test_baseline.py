@@ -425,3 +425,36 @@ def test_bad_speed_noise_entry_names_the_case_and_the_fix(path: Path, entry: dic
     _rewrite(path, lambda data: data["cases"]["eval[math|kv_cache=on]"].update(speed_noise=entry))
     with pytest.raises(BaselineError, match="case 'eval\\[math\\|kv_cache=on\\]' has .*speed_noise.*gate_study calibrate"):
         load_baseline(path, DEVICE, MODEL)
+
+
+# --- the commit a save records ------------------------------------------------------------------------------
+
+def _git(root: Path, *args: str) -> None:
+    import subprocess
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("git"), reason="needs git")
+def test_the_commit_says_dirty_when_the_code_measured_is_not_the_commits(tmp_path: Path) -> None:
+    (tmp_path / "baselines" / "cpu").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "baselines" / "cpu" / "m.json").write_text("{}\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "first")
+    clean = baseline_module.current_commit(tmp_path, ignore=tmp_path / "baselines")
+    assert clean and not clean.endswith("-dirty")
+
+    # an earlier save of the same sitting changed the baseline: still the commit's code
+    (tmp_path / "baselines" / "cpu" / "m.json").write_text('{"saved": 1}\n')
+    assert baseline_module.current_commit(tmp_path, ignore=tmp_path / "baselines") == clean
+
+    (tmp_path / "code.py").write_text("x = 2\n")  # an edit not committed
+    assert baseline_module.current_commit(tmp_path, ignore=tmp_path / "baselines") == f"{clean}-dirty"
+    _git(tmp_path, "checkout", "-q", "code.py")
+    (tmp_path / "new_module.py").write_text("y = 1\n")  # a new file not committed
+    assert baseline_module.current_commit(tmp_path, ignore=tmp_path / "baselines") == f"{clean}-dirty"
+
+
+def test_outside_git_there_is_no_commit(tmp_path: Path) -> None:
+    assert baseline_module.current_commit(tmp_path) is None
