@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
-                                        noise_table, slowdown_levels, slowdown_table, speed_noise)
+                                        noise_table, slowdown_levels, slowdown_table, speed_noise,
+                                        spread_sources_table)
 
 
 def test_metric_kinds() -> None:
@@ -62,6 +64,24 @@ def test_noise_table_judges_each_run_by_the_others() -> None:
     outlier = run("2026-12-01T09:00:00", {"v": case(speedup=1.0)})
     assert "0 false alarm(s) in 9 variant-runs" in noise_table(steady)
     assert "1 false alarm(s) in 10 variant-runs: `v` (run 10)" in noise_table([*steady, outlier])
+
+
+def test_spread_sources_split_a_speedups_spread_into_its_two_medians() -> None:
+    def timed(median: float, rounds: list[float]) -> dict:
+        return {**case(), "median_seconds": median, "round_seconds": rounds}
+
+    # the variant's median moves from run to run while its rounds agree within each run; the reference holds
+    # still, so the speedup spreads exactly as the variant's median does
+    medians = [1.0, 1.2, 0.9, 1.1]
+    runs = [run(f"2026-12-01T0{i}:00:00", {"c[g|reference]": timed(10.0, [10.0, 10.0]),
+                                             "c[g|kv_cache=on]": timed(m, [m, m * 1.02, m * 0.98])})
+            for i, m in enumerate(medians)]
+    table = spread_sources_table(runs)
+    spread = 100 * statistics.stdev([math.log(m) for m in medians])
+    within = 100 * statistics.stdev([math.log(1.0), math.log(1.02), math.log(0.98)])
+    assert f"| `c[g\\|kv_cache=on]` | {spread:.1f}% | 0.0% | {spread:.1f}% | +0.00 | {within:.1f}% |" in table
+    assert "reference]`" not in table  # a reference has no speedup to split
+    assert spread_sources_table(runs[:2]) == "too few A/A runs to split the spread"
 
 
 def test_slowdown_levels_rotate_so_every_case_gets_every_level() -> None:

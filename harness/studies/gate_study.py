@@ -286,6 +286,40 @@ def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
     return "\n".join(lines)
 
 
+def _log_sd(values: list[float]) -> float:
+    return statistics.stdev([math.log(v) for v in values]) if len(values) > 1 else 0.0
+
+
+def spread_sources_table(runs: list[dict]) -> str:
+    """Where a variant's speedup spread comes from: the run-to-run spread of its reference's median time and of
+    its own, how far the two move together, and the spread of the rounds within one run.
+
+    A speedup is reference median / variant median, so sd(log speedup)^2 = sd_ref^2 + sd_var^2 - 2 cov. Rounds
+    that scatter little within a run, with medians that move from run to run, mean the speed changes from one
+    run to the next (the machine over minutes, or the process's own state), not from round to round: more
+    rounds of the same kind cannot cancel it.
+    """
+    if len(runs) < 3:
+        return "too few A/A runs to split the spread"
+    lines = ["| variant | speedup (sd) | reference median (sd) | variant median (sd) | correlation | rounds within a run (sd) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
+    for case_id in runs[0]["cases"]:
+        reference = case_id.split("|")[0] + "|reference]"
+        if case_id == reference or any(case_id not in run["cases"] or reference not in run["cases"] for run in runs):
+            continue
+        ref = [math.log(run["cases"][reference]["median_seconds"]) for run in runs]
+        var = [math.log(run["cases"][case_id]["median_seconds"]) for run in runs]
+        speedup = statistics.stdev([r - v for r, v in zip(ref, var)])
+        correlation = statistics.correlation(ref, var) if statistics.stdev(ref) and statistics.stdev(var) else 0.0
+        within = statistics.median(_log_sd(run["cases"][case_id]["round_seconds"]) for run in runs)
+        rows.append((speedup, case_id, statistics.stdev(ref), statistics.stdev(var), correlation, within))
+    for speedup, case_id, ref_sd, var_sd, correlation, within in sorted(rows, reverse=True):
+        lines.append(f"| {md_cell(f'`{case_id}`')} | {100 * speedup:.1f}% | {100 * ref_sd:.1f}% | {100 * var_sd:.1f}% "
+                     f"| {correlation:+.2f} | {100 * within:.1f}% |")
+    return "\n".join(lines)
+
+
 def stored_noise(baseline: Path) -> dict[str, SpeedNoise]:
     """The speed noise each case's baseline entry holds now (what `calibrate` stored)."""
     data = json.loads(baseline.read_text(encoding="utf-8"))
@@ -384,6 +418,11 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
         "not learn from (each run against the other runs), it raises this many false alarms:", "",
         noise_table(aa), "",
+        "### Where the spread comes from", "",
+        "A speedup is the reference's median time over the variant's, each measured in its own minute of the run. "
+        "Per variant, over the A/A runs: the spread of the speedup, of each median, how far the two medians move "
+        "together, and the median spread of one variant's rounds within a run:", "",
+        spread_sources_table(aa), "",
         "## Injected slowdowns", "",
         "Each run slows every optimized variant by 0%, 10%, 25% or 50% (`--bench-inject slowdown=F@CASE`: a busy "
         "wait of F times each call of its pipeline); a variant's level rotates from run to run. Each logged speedup "
