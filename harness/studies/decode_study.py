@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda compiles the step; cpu runs it as Python")
     parser.add_argument("--steps", type=int, default=128, help="tokens decoded per run")
     parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of the step (reduce-overhead, max-autotune)")
+    parser.add_argument("--profile", action="store_true", help="then the GPU kernels of one more decode, by time (torch.profiler)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     static_greedy.COMPILE_CONFIG = CompileConfig(mode=args.mode)
@@ -69,6 +70,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| model | mode | queued ms/step | done ms/step | tokens/s | study s |\n| --- | --- | ---: | ---: | ---: | ---: |\n"
           f"| {args.model} | {args.mode} | {times.queued_ms:.3f} | {times.done_ms:.3f} | {times.tokens_per_second:,.0f} "
           f"| {time.perf_counter() - started:.0f} |")
+    if args.profile:
+        print(kernel_table(loaded.model, encoded, args.steps, device))
+
+
+def kernel_table(model, encoded, steps: int, device: str, rows: int = 12) -> str:
+    """The kernels of one decode after the timed ones (nothing left to compile), longest total first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as trace:
+        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps, compiled=device == "cuda")
+        _synchronize(device)
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return trace.key_averages().table(sort_by=key, row_limit=rows)
 
 
 if __name__ == "__main__":
