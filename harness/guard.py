@@ -56,6 +56,12 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+def restore_sigterm() -> None:
+    """SIGTERM's default again, for a process that goes on after the run (pytest.main called from a program)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):

@@ -22,7 +22,8 @@ from harness.baseline import (BaselineError, BaselineFile, baseline_path, curren
                               scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
-from harness.guard import CaseFailure, is_out_of_memory, out_of_memory_failure, stop_on_sigterm, time_limit
+from harness.guard import (CaseFailure, is_out_of_memory, out_of_memory_failure, restore_sigterm, stop_on_sigterm,
+                           time_limit)
 from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
@@ -336,11 +337,13 @@ class BenchSession:
         return WorkerResults(worker, scrub_paths(dict(self.fingerprint)), records, verdicts)
 
     @property
-    def baseline_file(self) -> Path:
+    def baseline_dir(self) -> Path:
         directory = Path(self.config.getoption("--bench-baseline-dir"))
-        if not directory.is_absolute():
-            directory = Path(self.config.rootpath) / directory
-        return baseline_path(directory, self.fingerprint["device_class"], model_id(self.model_source))
+        return directory if directory.is_absolute() else Path(self.config.rootpath) / directory
+
+    @property
+    def baseline_file(self) -> Path:
+        return baseline_path(self.baseline_dir, self.fingerprint["device_class"], model_id(self.model_source))
 
     @cached_property
     def baseline(self) -> BaselineFile | BaselineError | None:
@@ -653,8 +656,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         path = bench_session.baseline_file
         save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
                       bench_session.fingerprint, records, config.getoption("--bench-reason"),
-                      current_commit(config.rootpath, ignore=path.parent.parent))
+                      current_commit(config.rootpath, ignore=bench_session.baseline_dir))
         bench_session.saved_to = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    restore_sigterm()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

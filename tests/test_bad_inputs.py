@@ -222,6 +222,30 @@ def test_a_run_stopped_by_sigterm_still_reports_and_saves_the_cases_it_finished(
     assert set(saved["cases"]) == {"eval[fine|reference]", "eval[fine|kv_cache=on]", "eval[trouble|reference]"}
 
 
+def test_the_sigterm_handler_is_undone_after_the_run_and_never_replaces_anothers() -> None:
+    import signal
+
+    from harness.guard import restore_sigterm, stop_on_sigterm
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    stop_on_sigterm()
+    with pytest.raises(KeyboardInterrupt, match="stopped by signal SIGTERM"):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    restore_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def theirs(signum, frame) -> None:
+        return None
+
+    signal.signal(signal.SIGTERM, theirs)
+    try:
+        stop_on_sigterm()
+        restore_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_cases=CASES.replace('["on"]', '["maybe"]', 1).replace("TROUBLE", "pass"))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark")

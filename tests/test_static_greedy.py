@@ -7,6 +7,7 @@ import torch
 
 from harness.models import LoadSpec, load_model
 from harness.pipelines.eval import EvalSettings, RowTracker, run_eval
+from harness.pipelines.scoring import ScoringSettings, continuations
 from harness.pipelines.static_greedy import CACHE_LENGTH_STEP, cache_length, greedy_static
 from harness.tasks import generate_suite
 
@@ -56,10 +57,23 @@ def test_eval_with_the_loop_answers_as_generate_does(loaded):
     # compile=on runs this loop (compiled on a GPU only, so here as plain Python), which must not change an answer
     items = generate_suite("math", n=6, seed=0)
     plain = run_eval(loaded.model, loaded.tokenizer, items, EvalSettings(max_new_tokens=64, kv_cache=True, batching="dynamic"))
+    loaded.model.__dict__.pop("_harness_static_caches", None)
     looped = run_eval(loaded.model, loaded.tokenizer, items,
                       EvalSettings(max_new_tokens=64, kv_cache=True, batching="dynamic", compile=True))
+    assert loaded.model._harness_static_caches  # the loop ran, not generate
     assert looped.item_outputs == plain.item_outputs
     assert looped.counters["generated_tokens"] == plain.counters["generated_tokens"]
+
+
+def test_scoring_continuations_with_the_loop_are_generates(loaded):
+    prompts = [item.prompt for item in generate_suite("gpqa", n=5, seed=0)]
+    plain = continuations(loaded.model, loaded.tokenizer, prompts, ScoringSettings(batch_size=4, kv_cache=True))
+    loaded.model.__dict__.pop("_harness_static_caches", None)
+    looped = continuations(loaded.model, loaded.tokenizer, prompts, ScoringSettings(batch_size=4, kv_cache=True, compile=True))
+    assert set(loaded.model._harness_static_caches) == {(4, cache_length(max(
+        len(loaded.tokenizer(p)["input_ids"]) for p in prompts[:4]) + 32)), (1, cache_length(
+        len(loaded.tokenizer(prompts[4])["input_ids"]) + 32))}  # a batch of 4 and the one left over
+    assert looped == plain and all(len(row) == 32 for row in looped)
 
 
 def test_cache_lengths_round_up_to_a_few_shapes():

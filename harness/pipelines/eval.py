@@ -155,12 +155,11 @@ def _generate_batch(model, tokenizer, batch: list[TaskItem], settings: EvalSetti
 
 def _decode(model, tokenizer, encoded, tracker: RowTracker | None, settings: EvalSettings) -> torch.Tensor:
     """Greedy tokens, prompt included: transformers' generate, or with compile=on the static-cache loop whose step
-    is compiled into CUDA graphs (on a CPU the same loop runs as plain Python)."""
+    is compiled into CUDA graphs."""
     if settings.compile:
         if not settings.kv_cache:
             raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
-        return greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.max_new_tokens,
-                             stopping=tracker, compiled=model.device.type == "cuda")
+        return greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.max_new_tokens, tracker)
     return model.generate(
         **encoded,
         do_sample=False,

@@ -157,9 +157,8 @@ def continuations(model, tokenizer, prompts: list[str], settings: ScoringSetting
     result: list[list[int]] = []
     for rows in _batches(len(prompts), settings.batch_size):
         encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(model.device)
-        if settings.compile:  # on a CPU the loop runs as plain Python
-            output = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.positions,
-                                   compiled=model.device.type == "cuda")
+        if settings.compile:
+            output = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.positions)
         else:
             output = model.generate(**encoded, do_sample=False, max_new_tokens=settings.positions, use_cache=settings.kv_cache,
                                     eos_token_id=None, pad_token_id=tokenizer.pad_token_id)

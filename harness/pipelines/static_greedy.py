@@ -52,14 +52,16 @@ def _forward_arguments(model, cache: StaticCache, start: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  stopping: StoppingCriteria | None = None, compiled: bool = True) -> torch.Tensor:
+                  stopping: StoppingCriteria | None = None, compiled: bool | None = None) -> torch.Tensor:
     """Prompt and greedy continuation, [rows, width + steps]: `max_new_tokens` steps, fewer only where
     `stopping` says every row is done. Rows are left-padded; EOS does not stop a row (as generate with
-    eos_token_id=None): the caller reads each answer up to its end."""
+    eos_token_id=None): the caller reads each answer up to its end. The step is compiled on a GPU (CUDA graphs
+    are what it is for) and runs as plain Python elsewhere, unless `compiled` says otherwise."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     rows, width = input_ids.shape
     device = input_ids.device
+    compiled = device.type == "cuda" if compiled is None else compiled
     length = cache_length(width + max_new_tokens)
     cache = _reused_cache(model, rows, length)
     # Ones beyond the prompt: causality hides the positions not yet written, and the mask keeps one shape.

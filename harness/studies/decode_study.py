@@ -44,8 +44,7 @@ def time_steps(model, encoded, steps: int, device: str, repeats: int = 3) -> Ste
     for index in range(repeats + 2):
         _synchronize(device)
         start = time.perf_counter()
-        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps,
-                                    compiled=device == "cuda")
+        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps)
         queued = time.perf_counter() - start
         _synchronize(device)
         if index >= 2:
@@ -80,7 +79,7 @@ def kernel_table(model, encoded, steps: int, device: str, rows: int = 12) -> str
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as trace:
-        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps, compiled=device == "cuda")
+        static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps)
         _synchronize(device)
     key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     return trace.key_averages().table(sort_by=key, row_limit=rows)

@@ -310,10 +310,10 @@ def spread_sources_table(runs: list[dict]) -> str:
             continue
         ref = [math.log(run["cases"][reference]["median_seconds"]) for run in runs]
         var = [math.log(run["cases"][case_id]["median_seconds"]) for run in runs]
-        speedup = statistics.stdev([r - v for r, v in zip(ref, var)])
-        correlation = statistics.correlation(ref, var) if statistics.stdev(ref) and statistics.stdev(var) else 0.0
+        speedup, ref_sd, var_sd = statistics.stdev([r - v for r, v in zip(ref, var)]), statistics.stdev(ref), statistics.stdev(var)
+        correlation = statistics.correlation(ref, var) if ref_sd and var_sd else 0.0
         within = statistics.median(_log_sd(run["cases"][case_id]["round_seconds"]) for run in runs)
-        rows.append((speedup, case_id, statistics.stdev(ref), statistics.stdev(var), correlation, within))
+        rows.append((speedup, case_id, ref_sd, var_sd, correlation, within))
     for speedup, case_id, ref_sd, var_sd, correlation, within in sorted(rows, reverse=True):
         lines.append(f"| {md_cell(f'`{case_id}`')} | {100 * speedup:.1f}% | {100 * ref_sd:.1f}% | {100 * var_sd:.1f}% "
                      f"| {correlation:+.2f} | {100 * within:.1f}% |")

@@ -29,9 +29,11 @@ from harness.measure import MeasureSettings
 from harness.models import LoadSpec, load_model
 from harness.pipelines.search import SearchSettings, run_search
 from harness.tasks import SUITES, generate_suite
+from harness.toggles import variants
 
-REFERENCE = {"kv_cache": "off", "batching": "1", "early_stop": "off", "attention": "eager"}
-ALL_ON = {"kv_cache": "on", "batching": "dynamic", "early_stop": "on", "attention": "sdpa"}
+# The search bench case's toggles (bench_cases/test_search.py): its reference and its all-on variant.
+REFERENCE, ALL_ON = variants({"kv_cache": ("on",), "batching": ("dynamic",), "early_stop": ("on",), "attention": ("sdpa",)},
+                             "leave-one-out")[:2]
 
 
 def _timed(call) -> float:
