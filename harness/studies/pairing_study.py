@@ -2,8 +2,9 @@
 
     python -m harness.studies.pairing_study --processes 10
 
-The search case's reference and its all-on variant (the CPU gate's noisiest pipeline) are timed on the embedded
-model in N fresh processes, one after the other, as N gate runs would be. Each process times them two ways:
+The search case's reference and its all-on variant (the pipeline with the cheapest reference, and an A/A
+spread of 7-10%) are timed on the embedded model in N fresh processes, one after the other, as N gate runs
+would be. Each process times them two ways:
 
 - blocked, as the gate does: the reference's rounds, then the variant's (at least 3, and 10 s of them);
 - paired: a reference round, then a variant round, again and again; the speedup is the median of the pairs'
