@@ -141,3 +141,20 @@ def measure(
         warm_up_seconds=float(warm_up_seconds),
     )
     return output, speed
+
+
+def time_pairs(first: Callable[[], object], second: Callable[[], object], pairs: int,
+               device: str = "cpu", cuda_devices: tuple[int, ...] = ()) -> list[list[float]]:
+    """[seconds of `first`, seconds of `second`] for each of `pairs` rounds taken side by side (a speed
+    regression's confirmation: the reference, then the variant), each round ending when the GPUs' work does."""
+
+    def timed(call: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        call()
+        if device == "cuda":
+            _synchronize(cuda_devices)
+        return time.perf_counter() - start
+
+    if device == "cuda":
+        _synchronize(cuda_devices)  # the work queued before is not the first round's
+    return [[timed(first), timed(second)] for _ in range(pairs)]

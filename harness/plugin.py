@@ -24,19 +24,20 @@ from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import (CaseFailure, is_out_of_memory, out_of_memory_failure, restore_sigterm, stop_on_sigterm,
                            time_limit)
-from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer
+from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer, time_pairs
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
-from harness.records import CaseRecord, PipelineOutput, SpeedNoise, differing_items
+from harness.records import CaseRecord, Confirmation, PipelineOutput, SpeedNoise, differing_items
 from harness.roofline import decode_efficiency
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
-from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge, one_toggle_neighbours
+from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge,
+                             needs_confirmation, one_toggle_neighbours)
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _UNPINNED_KEY = pytest.StashKey["str | None"]()  # CUDA_VISIBLE_DEVICES before an xdist worker's pin (None: unset)
@@ -62,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
                     help=f"a speed change must exceed this factor (and be significant) to count; default "
                          f"{DEFAULT_SPEED_FACTOR}, the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
+    group.addoption("--bench-confirm-pairs", type=int, default=3, metavar="N",
+                    help="time a speed regression again in N pairs (a reference round, then the variant's) before it "
+                         "fails; it fails only if the paired speedup is beyond the limit too (default 3; 0: no pairs)")
     group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
     group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
     group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
@@ -92,15 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="under pytest-xdist (-n): GPUs pinned to each worker (default 1; more with --bench-device-map)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "bench(pipeline, toggles, gpu_toggles): a bench case, parametrized over toggle "
-                                       "variants (gpu_toggles: swept as well on CUDA)")
-    config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
-    if not config.getoption("--benchmark"):
-        return
-    _unpin_unless_a_worker(config)
-    if not workers.is_worker(config):  # a worker is stopped by its controller, which reports for it
-        stop_on_sigterm()
+def check_options(config: pytest.Config) -> Injections:
+    """Every --bench-* option that can be wrong on its own, checked before the run touches anything: a bad one is
+    a usage error that says what to give. Returns the injections the options ask for."""
     if config.getoption("--bench-save-baseline") and not config.getoption("--bench-reason").strip():
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
@@ -109,18 +107,37 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--bench-max-rounds must be at least --bench-rounds")
     if config.getoption("--bench-min-time") < 0:
         raise pytest.UsageError("--bench-min-time must not be negative")
+    if config.getoption("--bench-confirm-pairs") < 0:
+        raise pytest.UsageError("--bench-confirm-pairs must not be negative (0 turns the paired confirmation off)")
     for path in config.getoption("--bench-report"):
         if Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise pytest.UsageError(f"--bench-report {path}: the suffix picks the format, one of "
                                     f"{', '.join(SUPPORTED_SUFFIXES)}")
+    _cpu_threads(config.getoption("--bench-threads"))
     try:
-        device = resolve_device(config.getoption("--bench-device"))
         injections = parse_injections(config.getoption("--bench-inject"))
-    except (ModelLoadError, InjectionError) as error:
+    except InjectionError as error:
         raise pytest.UsageError(str(error)) from None
     if injections.active and config.getoption("--bench-save-baseline"):
         raise pytest.UsageError("--bench-inject puts regressions in on purpose: its results must not become baselines; "
                                 "drop --bench-save-baseline")
+    return injections
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bench(pipeline, toggles, gpu_toggles): a bench case, parametrized over toggle "
+                                       "variants (gpu_toggles: swept as well on CUDA)")
+    config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
+    if not config.getoption("--benchmark"):
+        return
+    injections = check_options(config)
+    _unpin_unless_a_worker(config)
+    if not workers.is_worker(config):  # a worker is stopped by its controller, which reports for it
+        stop_on_sigterm()
+    try:
+        device = resolve_device(config.getoption("--bench-device"))
+    except ModelLoadError as error:
+        raise pytest.UsageError(str(error)) from None
     if device == "cpu":
         torch.set_num_threads(_cpu_threads(config.getoption("--bench-threads"), workers.worker_total(config)))
     placement = _placement(config, device)
@@ -419,13 +436,17 @@ class BenchCase:
             with time_limit(self.session.config.getoption("--bench-timeout"), case_id):
                 reference = self._reference_record(group, pipeline, warm_up)
                 record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
+                verdict = self._judge(record, reference)
+                pairs = self.session.config.getoption("--bench-confirm-pairs")
+                if pairs and needs_confirmation(verdict) and not self.session.config.getoption("--bench-save-baseline"):
+                    record.confirmation = self._confirm(group, pipeline, pairs)
+                    verdict = self._judge(record, reference)
         except (CaseFailure, ModelLoadError) as error:
             pytest.fail(str(error), pytrace=False)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
             pytest.fail(str(out_of_memory_failure(case_id, self.session.device, error)), pytrace=False)
-        verdict = self._judge(record, reference)
         self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record, verdict))
         config = self.session.config
         if verdict.status == REGRESSED and not config.getoption("--bench-save-baseline"):
@@ -445,8 +466,33 @@ class BenchCase:
             self._measure(group, self.reference_variant, pipeline, warm_up, None)
         return self.session.records[case_id]
 
-    def _measure(self, group, variant, pipeline, warm_up, reference: CaseRecord | None) -> CaseRecord:
+    def _runner(self, group, variant, pipeline) -> tuple[LoadedModel, dict[str, str], Callable[[], PipelineOutput]]:
+        """The variant's model, the variant its pipeline is handed (injections applied), and one run of it."""
         loaded = self.session.models.get(self.load_spec(variant))
+        injections, case_id = self.session.injections, self._case_id(group, variant)
+        handed = injections.pipeline_variant(variant)
+        run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed),
+                     injections.slowdown_of(case_id, variant == self.reference_variant))
+        return loaded, handed, run
+
+    def _confirm(self, group, pipeline, pairs: int) -> Confirmation:
+        """The speed regression's re-timing: the reference's round, then the variant's, `pairs` times."""
+
+        def side(variant: dict[str, str]) -> Callable[[], PipelineOutput]:
+            loaded, _, run = self._runner(group, variant, pipeline)
+
+            def attended_run() -> PipelineOutput:
+                loaded.use_attention(variant)  # the reference and the variant may share one model object
+                return run()
+
+            return attended_run
+
+        with patched_pipelines(self.session.injections):
+            return Confirmation(time_pairs(side(self.reference_variant), side(self.variant), pairs,
+                                           self.session.device, self._cuda_devices()))
+
+    def _measure(self, group, variant, pipeline, warm_up, reference: CaseRecord | None) -> CaseRecord:
+        loaded, handed, run = self._runner(group, variant, pipeline)
         loaded.use_attention(variant)
         config = self.session.config
         settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
@@ -457,8 +503,6 @@ class BenchCase:
         timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
         mode = self.session.config.getoption("--bench-progress")
         injections, case_id = self.session.injections, self._case_id(group, variant)
-        handed = injections.pipeline_variant(variant)
-        run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed), injections.slowdown_of(case_id, is_reference))
         if variant.get("compile") == "on":  # compiling is the warm-up: every shape the rounds will see, first
             warm_up = pipeline
         with case_progress(case_id, mode, self._progress_stream()) as progress, patched_pipelines(injections):
@@ -674,6 +718,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                                 f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
                                 f"{_threads_line(bench_session)}")
     terminalreporter.write_line(terminal_table(bench_session.diff))
+    for line in _confirmation_lines(bench_session.diff):
+        terminalreporter.write_line(line)
     for path in config.getoption("--bench-report"):
         terminalreporter.write_line(f"report written to {path}")
     if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -682,6 +728,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     saved = bench_session.saved_to
     if saved:
         terminalreporter.write_line(f"baselines saved to {os.path.relpath(saved, config.rootpath)}")
+
+
+def _confirmation_lines(diff: Diff) -> list[str]:
+    """One line per speed regression that was timed again in pairs: what the pairs said, and the outcome."""
+    lines = []
+    for case in diff.cases:
+        record = case.current
+        if record is None or record.confirmation is None or record.speedup is None:
+            continue
+        outcome = "confirmed" if case.status == REGRESSED else "cleared: a change of the machine's speed, not of the code's"
+        lines.append(f"{case.case_id}: speedup {record.speedup.ratio:.2f}x in its rounds, "
+                     f"{record.confirmation.ratio:.2f}x in {len(record.confirmation.pairs)} paired rounds: {outcome}")
+    return lines
 
 
 def _threads_line(bench_session: BenchSession) -> str:

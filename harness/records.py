@@ -5,6 +5,7 @@ Plain dataclasses with `to_dict` / `from_dict`, so records travel as JSON (never
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,22 @@ class Speedup:
     confidence: float = 0.95
 
 
+@dataclass
+class Confirmation:
+    """A speed regression timed again in pairs, a reference round and then the variant's, before it may fail.
+
+    The speedup is the median of the pairs' ratios: a machine that changes speed over the minutes slows both
+    rounds of a pair alike, where the blocked rounds of the first measurement (all the reference's, then all the
+    variant's) take the change as a speedup change (`harness.studies.pairing_study`).
+    """
+
+    pairs: list[list[float]]  # [reference seconds, variant seconds] of each pair
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(reference / variant for reference, variant in self.pairs)
+
+
 @dataclass(frozen=True)
 class SpeedNoise:
     """How far a variant's speedup moves between runs when nothing changed, learned from A/A runs of the gate
@@ -83,6 +100,7 @@ class CaseRecord:
     output: PipelineOutput
     speedup: Speedup | None = None  # None for the reference itself
     agreement: float | None = None  # share of items whose output equals the reference's
+    confirmation: Confirmation | None = None  # a speed regression's paired re-timing, when it had one
     metadata: dict[str, Any] = field(default_factory=dict)  # dtype, device, settings
 
     @property
@@ -107,6 +125,8 @@ class CaseRecord:
         values["output"] = PipelineOutput(**values["output"])
         if values.get("speedup") is not None:
             values["speedup"] = Speedup(**values["speedup"])
+        if values.get("confirmation") is not None:
+            values["confirmation"] = Confirmation(**values["confirmation"])
         return cls(**values)
 
 

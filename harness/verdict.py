@@ -6,7 +6,9 @@ Against the baseline (same case id, same device class: the caller guarantees tha
 
 1. speed of a variant: its speedup over the session reference must not fall by more than
    `speedup_factor`, with non-overlapping bootstrap confidence intervals; where A/A runs have measured
-   the case's noise (`SpeedNoise`), by more than `noise_z` of its standard deviations instead;
+   the case's noise (`SpeedNoise`), by more than `noise_z` of its standard deviations instead. Once the
+   caller has timed such a regression again in pairs (`CaseRecord.confirmation`), it stands only if the
+   paired speedup falls beyond the same limit;
 2. speed of the reference variant (no speedup): its median time must not grow by more than
    `time_factor`, with a one-sided Mann-Whitney U test;
 3. quality: a paired test on per-item scores (exact McNemar for 0/1 scores, Wilcoxon signed-rank
@@ -238,6 +240,32 @@ def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: Ca
                    message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
 
 
+def _speedup_regressed(ratio: float, baseline: Speedup, noise: SpeedNoise | None, policy: GatePolicy) -> bool:
+    """Whether a speedup of `ratio` fell beyond what the case's rule allows: its A/A noise, or the factor."""
+    if noise is not None and noise.runs >= policy.min_noise_runs:
+        return beyond_noise(baseline.ratio, ratio, noise, policy)
+    return ratio < baseline.ratio / policy.speedup_factor
+
+
+def _confirmed_by_pairs(finding: Finding, current: CaseRecord, baseline: CaseRecord, noise: SpeedNoise | None,
+                        policy: GatePolicy) -> Finding:
+    """A speedup regression stands only if the paired re-timing (`CaseRecord.confirmation`) falls beyond the
+    same limit; without one (not timed yet, or pairs turned off) the first measurement decides."""
+    if finding.status != REGRESSED or current.confirmation is None:
+        return finding
+    paired, pairs = current.confirmation.ratio, len(current.confirmation.pairs)
+    if _speedup_regressed(paired, baseline.speedup, noise, policy):
+        return replace(finding, message=f"{finding.message}; confirmed by {pairs} paired rounds: {paired:.2f}x")
+    return replace(finding, status=PASSED,
+                   message=f"{finding.message}; not confirmed by {pairs} paired rounds: {paired:.2f}x (the machine's "
+                           f"speed changed between the reference's rounds and the variant's)")
+
+
+def needs_confirmation(verdict: Verdict) -> bool:
+    """True when the verdict fails on a variant's speedup against its baseline: the finding to time again in pairs."""
+    return any(f.metric == "speedup" and f.against == "baseline" and f.status == REGRESSED for f in verdict.findings)
+
+
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
                     noise: SpeedNoise | None = None) -> list[Finding]:
     if not policy.judge_speed:
@@ -248,9 +276,11 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
                         f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
     if current.speedup is not None and baseline.speedup is not None:
         if noise is not None and noise.runs >= policy.min_noise_runs:
-            return [_noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)]
-        finding = _speedup_finding(current.speedup, baseline.speedup, policy)
-        return [_confirmed_by_own_rounds(finding, current, baseline, policy)]
+            finding = _noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)
+        else:
+            finding = _confirmed_by_own_rounds(_speedup_finding(current.speedup, baseline.speedup, policy),
+                                               current, baseline, policy)
+        return [_confirmed_by_pairs(finding, current, baseline, noise, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
     # absolute times too (same case, same device class).
     cur, base = current.speed.round_seconds, baseline.speed.round_seconds
@@ -587,6 +617,7 @@ __all__ = [
     "decision_findings",
     "fidelity_class",
     "judge",
+    "needs_confirmation",
     "neighbour_findings",
     "beyond_noise",
     "noise_drop",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,7 @@ from harness import toggles
 from harness.baseline import save_baseline
 from harness.embedded import REFERENCE_MODEL
 from harness.models import LoadSpec, ModelLoadError, _ensure_pad_token, load_model, model_path, resolve_device
+from harness.plugin import check_options
 from harness.verdict import NEW, judge
 
 from diff_fixtures import recorded
@@ -257,10 +259,18 @@ def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(p
     (("--bench-threads", "many"), "--bench-threads many: give auto or a whole number of threads, at least 1"),
     (("--bench-rounds", "5", "--bench-max-rounds", "3"), "--bench-max-rounds must be at least --bench-rounds"),
     (("--bench-min-time", "-1"), "--bench-min-time must not be negative"),
+    (("--bench-confirm-pairs", "-1"), "--bench-confirm-pairs must not be negative (0 turns the paired confirmation off)"),
     (("--bench-inject", "slowdown=-0.5"), "--bench-inject slowdown=-0.5: '-0.5' must be a number in (0, 10]"),
+    (("--bench-report", "out.txt"), "--bench-report out.txt: the suffix picks the format, one of"),
 ])
 def test_bad_measurement_options_are_usage_errors_that_say_what_to_give(pytester: pytest.Pytester, args, message) -> None:
+    config = pytester.parseconfig("--benchmark", *args)  # the options as pytest parses them, without a run
+    with pytest.raises(pytest.UsageError, match=re.escape(message)):
+        check_options(config)
+
+
+def test_a_bad_option_stops_the_run_before_any_case(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_cases=CASES.replace("TROUBLE", "pass"))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", *args)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert message in result.stderr.str()
+    assert "--bench-min-time must not be negative" in result.stderr.str()

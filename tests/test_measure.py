@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.measure import MeasureSettings, measure
+from harness.measure import MeasureSettings, measure, time_pairs
 from harness.records import PipelineOutput
 
 
@@ -52,3 +52,18 @@ def test_one_round_asked_for_is_one_round() -> None:
     _, speed = measure(output, warm_up=lambda: None, settings=MeasureSettings(rounds=1, min_time=10.0))
     assert len(speed.round_seconds) == 1
 
+
+
+def test_time_pairs_times_the_two_calls_side_by_side_in_order() -> None:
+    calls: list[str] = []
+
+    def first() -> None:
+        calls.append("first")
+        time.sleep(0.02)
+
+    def second() -> None:
+        calls.append("second")
+
+    pairs = time_pairs(first, second, 3)
+    assert calls == ["first", "second"] * 3
+    assert len(pairs) == 3 and all(reference > 0.015 > variant > 0 for reference, variant in pairs)

@@ -97,6 +97,44 @@ def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
                                     "the baseline is stale (--bench-ratchet): accept the new figures with harness accept*"])
 
 
+SLOW_MINUTE = """
+import harness.plugin
+from harness.inject import slowed
+
+_measure, _calls = harness.plugin.measure, []
+
+
+def _variant_in_a_slow_minute(run, warm_up, settings, **kwargs):
+    # the machine slows down 4x while the variant's rounds are timed (the reference is measured first), and
+    # is back to its speed for the paired re-timing, which does not go through measure
+    _calls.append(run)
+    return _measure(slowed(run, 3.0) if len(_calls) > 1 else run, warm_up, settings, **kwargs)
+
+
+harness.plugin.measure = _variant_in_a_slow_minute
+"""
+
+
+def test_a_slow_minute_during_a_variants_rounds_is_cleared_by_the_paired_re_timing(pytester):
+    _write_case(pytester)
+    timed = ("--bench-rounds", "3", "--bench-min-time", "0", "-k", "reference or kv_cache and not early")
+    _run(pytester, "--benchmark", *timed, "--bench-save-baseline", "--bench-reason", "first").assert_outcomes(passed=2)
+    pytester.makeconftest(SLOW_MINUTE)
+    report = pytester.path / "report.json"
+    cleared = _run(pytester, "--benchmark", *timed, "--bench-report", str(report))
+    cleared.assert_outcomes(passed=2)
+    cleared.stdout.fnmatch_lines(["eval[[]context_qa|kv_cache=on]: speedup *x in its rounds, *x in 3 paired rounds: "
+                                  "cleared: a change of the machine's speed, not of the code's"])
+    case = next(c for c in json.loads(report.read_text())["cases"] if c["record"]["case_id"] == "eval[context_qa|kv_cache=on]")
+    speedup = next(f for f in case["verdict"]["findings"] if f["metric"] == "speedup")
+    assert "not confirmed by 3 paired rounds" in speedup["message"]
+    assert len(case["record"]["confirmation"]["pairs"]) == 3
+    # without the pairs, the blocked rounds alone decide: the slow minute fails the case
+    unconfirmed = _run(pytester, "--benchmark", *timed, "--bench-confirm-pairs", "0")
+    unconfirmed.assert_outcomes(passed=1, failed=1)
+    unconfirmed.stdout.fnmatch_lines(["*eval[[]context_qa|kv_cache=on]: speedup *[[]vs baseline]"])
+
+
 def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):
     _write_case(pytester, max_new_tokens_with_early_stop=1)  # the answer never fits
     result = _run(pytester, "--benchmark")

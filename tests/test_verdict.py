@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.records import CaseRecord, PipelineOutput, Speed, SpeedNoise, Speedup
+from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, Speedup
 from harness.verdict import (
     IMPROVED,
     NEW,
@@ -19,6 +19,7 @@ from harness.verdict import (
     bootstrap_speedup,
     fidelity_class,
     judge,
+    needs_confirmation,
     quality_finding,
 )
 
@@ -173,6 +174,48 @@ def test_noise_from_too_few_runs_falls_back_to_the_factor_rule() -> None:
     current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.9, 3.1))  # -25%: under the 1.25 factor
     finding = only(judge(current, baseline, None, noise=few).findings, "speedup")
     assert finding.status == PASSED and "factor 1.25" in finding.message
+
+
+def _paired(ratio: float, pairs: int = 3) -> Confirmation:
+    return Confirmation([[ratio * (1.0 + 0.01 * i), 1.0 + 0.01 * i] for i in range(pairs)])
+
+
+def test_a_speedup_regression_asks_for_pairs_and_stands_only_if_they_fall_beyond_the_limit_too() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.9, 3.1))  # -25%: beyond the -15.6% limit
+    first = judge(current, baseline, None, noise=NOISE)
+    assert first.status == REGRESSED and needs_confirmation(first)
+
+    current.confirmation = _paired(3.1)  # the pairs see the drop too: it stands
+    confirmed = only(judge(current, baseline, None, noise=NOISE).findings, "speedup")
+    assert confirmed.status == REGRESSED and "confirmed by 3 paired rounds: 3.10x" in confirmed.message
+
+    current.confirmation = _paired(3.9)  # the pairs do not: the machine's speed changed, not the code's
+    cleared = judge(current, baseline, None, noise=NOISE)
+    assert cleared.status == PASSED and not needs_confirmation(cleared)
+    assert "not confirmed by 3 paired rounds: 3.90x" in only(cleared.findings, "speedup").message
+
+
+def test_pairs_cannot_fail_a_speedup_that_passed_and_the_factor_rule_is_confirmed_the_same_way() -> None:
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.0, 1.01, 1.02], speedup=Speedup(4.0, 3.9, 4.1))
+    within = make_record({"kv_cache": "on"}, speedup=Speedup(3.9, 3.8, 4.0))
+    within.confirmation = _paired(1.0)
+    assert judge(within, baseline, None, noise=NOISE).status == PASSED
+    # no A/A noise: the factor rule (2x here) decides both measurements
+    policy = GatePolicy.for_speed_factor(2.0)
+    collapsed = make_record({"kv_cache": "on"}, rounds=[4.0, 4.1, 4.2], speedup=Speedup(1.0, 0.95, 1.05))
+    assert needs_confirmation(judge(collapsed, baseline, None, policy))
+    collapsed.confirmation = _paired(2.2)  # a 1.8x drop in pairs: within the factor
+    assert judge(collapsed, baseline, None, policy).status == PASSED
+    collapsed.confirmation = _paired(1.1)
+    assert judge(collapsed, baseline, None, policy).status == REGRESSED
+
+
+def test_a_confirmation_travels_in_the_record_json() -> None:
+    record = make_record({"kv_cache": "on"}, speedup=Speedup(3.0, 2.9, 3.1))
+    record.confirmation = _paired(3.5)
+    again = CaseRecord.from_dict(record.to_dict())
+    assert again.confirmation == record.confirmation and again.confirmation.ratio == pytest.approx(3.5)
 
 
 def test_another_model_load_regresses_against_the_baseline() -> None:

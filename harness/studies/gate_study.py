@@ -123,6 +123,8 @@ def run_gate(pytest_args: list[str], baseline: Path) -> dict:
         cases[case_id] = {"status": verdict.status, "regressed": regressed,
                           "speedup": None if record.speedup is None else round(record.speedup.ratio, 5),
                           "baseline_speedup": before.get(case_id),
+                          # the paired re-timing of a speed regression, when the run took one
+                          "paired_speedup": None if record.confirmation is None else round(record.confirmation.ratio, 5),
                           "median_seconds": round(record.speed.median_seconds, 4),
                           "rounds": len(record.speed.round_seconds),
                           # every round, so that other rules can be judged on the same runs later
@@ -328,10 +330,12 @@ def stored_noise(baseline: Path) -> dict[str, SpeedNoise]:
 
 
 def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], policy: GatePolicy) -> bool:
-    """Whether the gate fails the logged variant-run on speed, judged by the noise stored now; a case without
-    stored noise, by what the gate said in that run."""
+    """Whether the gate fails the logged variant-run on speed, judged by the noise stored now (and, where the run
+    timed the drop again in pairs, the paired speedup must fall beyond it too); a case without stored noise, by
+    what the gate said in that run."""
     if case_id in noise and case["speedup"] and case.get("baseline_speedup"):
-        return beyond_noise(case["baseline_speedup"], case["speedup"], noise[case_id], policy)
+        ratios = [case["speedup"]] + ([case["paired_speedup"]] if case.get("paired_speedup") else [])
+        return all(beyond_noise(case["baseline_speedup"], ratio, noise[case_id], policy) for ratio in ratios)
     return any(f["kind"] == "speed" for f in case["regressed"])
 
 
