@@ -739,7 +739,7 @@ def _confirmation_lines(diff: Diff) -> list[str]:
             continue
         outcome = "confirmed" if case.status == REGRESSED else "cleared: a change of the machine's speed, not of the code's"
         lines.append(f"{case.case_id}: speedup {record.speedup.ratio:.2f}x in its rounds, "
-                     f"{record.confirmation.ratio:.2f}x in {len(record.confirmation.pairs)} paired rounds: {outcome}")
+                     f"{record.confirmation.ratio:.2f}x in {record.confirmation.label}: {outcome}")
     return lines
 
 

@@ -73,6 +73,10 @@ class Confirmation:
     def ratio(self) -> float:
         return statistics.median(reference / variant for reference, variant in self.pairs)
 
+    @property
+    def label(self) -> str:
+        return f"{len(self.pairs)} paired round{'s' if len(self.pairs) != 1 else ''}"
+
 
 @dataclass(frozen=True)
 class SpeedNoise:

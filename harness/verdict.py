@@ -253,11 +253,11 @@ def _confirmed_by_pairs(finding: Finding, current: CaseRecord, baseline: CaseRec
     same limit; without one (not timed yet, or pairs turned off) the first measurement decides."""
     if finding.status != REGRESSED or current.confirmation is None:
         return finding
-    paired, pairs = current.confirmation.ratio, len(current.confirmation.pairs)
+    paired, pairs = current.confirmation.ratio, current.confirmation.label
     if _speedup_regressed(paired, baseline.speedup, noise, policy):
-        return replace(finding, message=f"{finding.message}; confirmed by {pairs} paired rounds: {paired:.2f}x")
+        return replace(finding, message=f"{finding.message}; confirmed by {pairs}: {paired:.2f}x")
     return replace(finding, status=PASSED,
-                   message=f"{finding.message}; not confirmed by {pairs} paired rounds: {paired:.2f}x (the machine's "
+                   message=f"{finding.message}; not confirmed by {pairs}: {paired:.2f}x (the machine's "
                            f"speed changed between the reference's rounds and the variant's)")
 
 

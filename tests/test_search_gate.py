@@ -52,10 +52,12 @@ def test_silent_fallback_to_no_cache_fails_on_counters_and_speedup(pytester):
     saved.assert_outcomes(passed=4)
 
     pytester.makeconftest(SILENT_CACHE_FALLBACK)
-    injected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "0")
+    # one pair re-times each speed regression: enough to show that the pairs see it too
+    injected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "0",
+                                             "--bench-confirm-pairs", "1")
     injected.assert_outcomes(passed=2, failed=2)  # the two variants with kv_cache=on
     injected.stdout.fnmatch_lines([
-        "search[[]aime|kv_cache=on,batching=dynamic]: speedup *x -> *x (CI*factor 2) [[]vs baseline]",
+        "search[[]aime|kv_cache=on,batching=dynamic]: speedup *x -> *x (CI*factor 2); confirmed by 1 paired round: *x [[]vs baseline]",
         "search[[]aime|kv_cache=on,batching=dynamic]: counter recomputed_tokens 0 -> * (from zero) [[]vs baseline]",
         "search[[]aime|kv_cache=on]: *",
     ])
