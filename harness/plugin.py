@@ -36,8 +36,8 @@ from harness.roofline import decode_efficiency
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
-from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup, judge,
-                             needs_confirmation, one_toggle_neighbours)
+from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup,
+                             cleared_by_pairs, judge, needs_confirmation, one_toggle_neighbours)
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _UNPINNED_KEY = pytest.StashKey["str | None"]()  # CUDA_VISIBLE_DEVICES before an xdist worker's pin (None: unset)
@@ -66,6 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-confirm-pairs", type=int, default=3, metavar="N",
                     help="time a speed regression again in N pairs (a reference round, then the variant's) before it "
                          "fails; it fails only if the paired speedup is beyond the limit too (default 3; 0: no pairs)")
+    group.addoption("--bench-confirm-all", action="store_true",
+                    help="time every variant again in pairs, not only a speed regression: for studies of how the "
+                         "paired speedup spreads (python -m harness.studies.gate_study aa -- --bench-confirm-all)")
     group.addoption("--bench-save-baseline", action="store_true", help="write this run's results as the new baselines")
     group.addoption("--bench-reason", default="", help="why the baselines change (required with --bench-save-baseline)")
     group.addoption("--bench-baseline-dir", default="baselines", help="directory of baselines (default: baselines/)")
@@ -437,9 +440,8 @@ class BenchCase:
                 reference = self._reference_record(group, pipeline, warm_up)
                 record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
                 verdict = self._judge(record, reference)
-                pairs = self.session.config.getoption("--bench-confirm-pairs")
-                if pairs and needs_confirmation(verdict) and not self.session.config.getoption("--bench-save-baseline"):
-                    record.confirmation = self._confirm(group, pipeline, pairs)
+                if self._wants_pairs(record, verdict):
+                    record.confirmation = self._confirm(group, pipeline, self.session.config.getoption("--bench-confirm-pairs"))
                     verdict = self._judge(record, reference)
         except (CaseFailure, ModelLoadError) as error:
             pytest.fail(str(error), pytrace=False)
@@ -474,6 +476,14 @@ class BenchCase:
         run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed),
                      injections.slowdown_of(case_id, variant == self.reference_variant))
         return loaded, handed, run
+
+    def _wants_pairs(self, record: CaseRecord, verdict: Verdict) -> bool:
+        """Whether to time the variant again in pairs: a speed regression, or any variant with --bench-confirm-all;
+        never when saving (a save fails nothing) or with --bench-confirm-pairs 0."""
+        config = self.session.config
+        if not config.getoption("--bench-confirm-pairs") or config.getoption("--bench-save-baseline") or record.is_reference:
+            return False
+        return needs_confirmation(verdict) or config.getoption("--bench-confirm-all")
 
     def _confirm(self, group, pipeline, pairs: int) -> Confirmation:
         """The speed regression's re-timing: the reference's round, then the variant's, `pairs` times."""
@@ -731,13 +741,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def _confirmation_lines(diff: Diff) -> list[str]:
-    """One line per speed regression that was timed again in pairs: what the pairs said, and the outcome."""
+    """One line per variant that was timed again in pairs: what the pairs said, and what became of its speedup."""
     lines = []
     for case in diff.cases:
         record = case.current
-        if record is None or record.confirmation is None or record.speedup is None:
+        if record is None or record.confirmation is None or record.speedup is None or case.verdict is None:
             continue
-        outcome = "confirmed" if case.status == REGRESSED else "cleared: a change of the machine's speed, not of the code's"
+        if needs_confirmation(case.verdict):
+            outcome = "confirmed"
+        elif cleared_by_pairs(case.verdict):
+            outcome = "cleared: a change of the machine's speed, not of the code's"
+        else:
+            outcome = "re-timed on request (--bench-confirm-all); its rounds had passed"
         lines.append(f"{case.case_id}: speedup {record.speedup.ratio:.2f}x in its rounds, "
                      f"{record.confirmation.ratio:.2f}x in {record.confirmation.label}: {outcome}")
     return lines

@@ -257,8 +257,16 @@ def _confirmed_by_pairs(finding: Finding, current: CaseRecord, baseline: CaseRec
     if _speedup_regressed(paired, baseline.speedup, noise, policy):
         return replace(finding, message=f"{finding.message}; confirmed by {pairs}: {paired:.2f}x")
     return replace(finding, status=PASSED,
-                   message=f"{finding.message}; not confirmed by {pairs}: {paired:.2f}x (the machine's "
+                   message=f"{finding.message}; {_NOT_CONFIRMED} {pairs}: {paired:.2f}x (the machine's "
                            f"speed changed between the reference's rounds and the variant's)")
+
+
+_NOT_CONFIRMED = "not confirmed by"
+
+
+def cleared_by_pairs(verdict: Verdict) -> bool:
+    """True when a speedup regression of the first measurement was cleared by its paired re-timing."""
+    return any(f.metric == "speedup" and f.status == PASSED and _NOT_CONFIRMED in f.message for f in verdict.findings)
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
@@ -614,6 +622,7 @@ __all__ = [
     "GatePolicy",
     "Verdict",
     "bootstrap_speedup",
+    "cleared_by_pairs",
     "decision_findings",
     "fidelity_class",
     "judge",

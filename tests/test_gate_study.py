@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
-                                        noise_table, slowdown_levels, slowdown_table, speed_noise,
+                                        noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
                                         spread_sources_table)
 
 
@@ -114,6 +114,26 @@ def test_slowdowns_are_judged_by_the_noise_stored_now() -> None:
     noise = {"a": SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x")}
     assert "| 25% | 1 | 1 | 100% | none |" in slowdown_table(runs, noise)
     assert "| 25% | 1 | 0 | 0% | `a` (run 1) |" in slowdown_table(runs, {})
+
+
+def test_slowdowns_re_timed_in_pairs_are_caught_only_if_the_pairs_fall_beyond_the_limit_too() -> None:
+    noise = {"a": SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x")}  # limit: a 10% drop
+    confirmed = {"speedup": 4.0, "paired_speedup": 4.1, "baseline_speedup": 5.0, "regressed": [], "status": "regressed"}
+    cleared = {**confirmed, "paired_speedup": 4.9, "status": "passed"}
+    assert "| 25% | 1 | 1 | 100% | none |" in slowdown_table([run("2026-12-01T10:00:00", {"a": confirmed}, slowdowns={"a": 0.25})], noise)
+    assert "| 25% | 1 | 0 | 0% | `a` (run 1) |" in slowdown_table([run("2026-12-01T10:00:00", {"a": cleared}, slowdowns={"a": 0.25})], noise)
+
+
+def test_paired_table_sets_each_variants_rounds_and_pairs_against_its_limit() -> None:
+    noise = {"a": SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x"),  # limit: 1 - exp(-0.2) = 18%
+             "b": SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x")}
+    runs = [run("2026-12-01T10:00:00", {"a": {**case(speedup=1.5), "paired_speedup": 1.96},  # -25% in its rounds
+                                        "b": {**case(speedup=1.9), "paired_speedup": 1.5},
+                                        "reference": case(speedup=None, baseline_speedup=None)})]
+    table = paired_table(runs, noise)
+    assert "in 2 variant-runs: in its own rounds 1 (`a` (run 1)); in its pairs 1 (`b` (run 1))" in table
+    assert "| `a` | 1 | -25.0% | -2.0% | 18% |" in table
+    assert paired_table([run("2026-12-01T10:00:00", {"a": case()})], noise).startswith("no A/A runs with paired")
 
 
 def test_injection_table_names_what_caught_each_injection() -> None:

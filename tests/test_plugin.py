@@ -129,6 +129,12 @@ def test_a_slow_minute_during_a_variants_rounds_is_cleared_by_the_paired_re_timi
     speedup = next(f for f in case["verdict"]["findings"] if f["metric"] == "speedup")
     assert "not confirmed by 3 paired rounds" in speedup["message"]
     assert len(case["record"]["confirmation"]["pairs"]) == 3  # (its rounds alone failed it: "not confirmed")
+    # --bench-confirm-all re-times a variant whose rounds passed as well (the machine is back to its speed)
+    (pytester.path / "conftest.py").unlink()
+    studied = _run(pytester, "--benchmark", *timed, "--bench-confirm-all", "--bench-confirm-pairs", "1")
+    studied.assert_outcomes(passed=2)
+    studied.stdout.fnmatch_lines(["eval[[]context_qa|kv_cache=on]: speedup *x in its rounds, *x in 1 paired round: "
+                                  "re-timed on request (--bench-confirm-all); its rounds had passed"])
 
 
 def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):

@@ -12,8 +12,11 @@
     python -m harness.studies.gate_study injections --runs 20
         puts in each regression of INJECTIONS, one gate run each, and logs whether the gate caught it
         (studies/injections-cpu.jsonl)
+    python -m harness.studies.gate_study aa --runs 1 --log studies/pairs-cpu.jsonl -- --bench-confirm-all
+        A/A runs that time every variant again in pairs as well (about 22 more minutes a run): how the paired
+        speedup, which judges a speed regression before it fails, lies against each variant's limit
     python -m harness.studies.gate_study report --out docs/gate-study.md
-        the tables of all three logs, with the dates and the machine
+        the tables of all four logs, with the dates and the machine
 
 Runs already in a log count, so a study can be continued later on the same machine. Extra arguments after
 `--` go to pytest. The gate runs on one torch thread (half of two cores), so other work on the other core
@@ -47,7 +50,7 @@ KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
 LEVELS = (0.0, 0.10, 0.25, 0.50)
 DEFAULT_BASELINE = Path("baselines/cpu/embedded-reference.json")
 DEFAULT_LOGS = {"aa": Path("studies/aa-cpu.jsonl"), "slowdowns": Path("studies/slowdowns-cpu.jsonl"),
-                "injections": Path("studies/injections-cpu.jsonl")}
+                "injections": Path("studies/injections-cpu.jsonl"), "pairs": Path("studies/pairs-cpu.jsonl")}
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,29 @@ def spread_sources_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy = GatePolicy()) -> str:
+    """Per variant timed again in pairs on A/A runs: its change vs the baseline in its own rounds and in the pairs,
+    against the limit its stored noise sets (the pairs only ever judge a regression that the rounds found)."""
+    rows = [(case_id, case, index) for index, run in enumerate(runs) for case_id, case in run["cases"].items()
+            if case.get("paired_speedup") and case.get("baseline_speedup") and case_id in noise]
+    if not rows:
+        return "no A/A runs with paired re-timing logged yet"
+    beyond = {way: [f"`{case_id}` (run {index + 1})" for case_id, case, index in rows
+                    if beyond_noise(case["baseline_speedup"], case[way], noise[case_id], policy)]
+              for way in ("speedup", "paired_speedup")}
+    lines = [_machine_line(runs, "A/A runs with every variant re-timed in pairs"), "",
+             f"beyond the variant's limit, in {len(rows)} variant-runs: in its own rounds {len(beyond['speedup'])}"
+             f"{' (' + ', '.join(beyond['speedup']) + ')' if beyond['speedup'] else ''}; in its pairs "
+             f"{len(beyond['paired_speedup'])}{' (' + ', '.join(beyond['paired_speedup']) + ')' if beyond['paired_speedup'] else ''}", "",
+             "| variant | run | change in its rounds | change in the pairs | the gate fails a drop of more than |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for case_id, case, index in sorted(rows):
+        limit = 100 * (1 - math.exp(-noise_limit(noise[case_id], policy) - noise_start(noise[case_id])))
+        changes = [100 * (case[way] / case["baseline_speedup"] - 1) for way in ("speedup", "paired_speedup")]
+        lines.append(f"| {md_cell(f'`{case_id}`')} | {index + 1} | {changes[0]:+.1f}% | {changes[1]:+.1f}% | {limit:.0f}% |")
+    return "\n".join(lines)
+
+
 def stored_noise(baseline: Path) -> dict[str, SpeedNoise]:
     """The speed noise each case's baseline entry holds now (what `calibrate` stored)."""
     data = json.loads(baseline.read_text(encoding="utf-8"))
@@ -406,12 +432,12 @@ def injection_table(runs: list[dict]) -> str:
 
 
 def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
-    aa, slowdowns, injections = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections"))
+    aa, slowdowns, injections, pairs = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs"))
     noise = stored_noise(baseline) if baseline.exists() else {}
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
-        f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}` and "
-        f"`{logs['injections']}`. Every figure below comes from those logged runs of the CPU gate "
+        f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}`, "
+        f"`{logs['injections']}` and `{logs['pairs']}`. Every figure below comes from those logged runs of the CPU gate "
         "(`pytest --benchmark`, the default matrix, 1 torch thread, at least 3 rounds and 10 s of them per variant).", "",
         "## A/A: the same code, measured again and again", "",
         "Each run is the whole gate against the committed baseline, with no change. The table counts the findings "
@@ -427,6 +453,13 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "Per variant, over the A/A runs: the spread of the speedup, of each median, how far the two medians move "
         "together, and the median spread of one variant's rounds within a run:", "",
         spread_sources_table(aa), "",
+        "### The paired re-timing", "",
+        "A speed regression that a variant's rounds show is timed again in pairs before it fails "
+        "(`--bench-confirm-pairs`, 3): a reference round, then the variant's, taking the median of the pairs' "
+        "ratios, and it fails only if that speedup is beyond the same limit too. On these A/A runs "
+        f"(`{logs['pairs']}`, with `--bench-confirm-all`) every variant was re-timed so, whether its rounds "
+        "passed or not:", "",
+        paired_table(pairs, noise), "",
         "## Injected slowdowns", "",
         "Each run slows every optimized variant by 0%, 10%, 25% or 50% (`--bench-inject slowdown=F@CASE`: a busy "
         "wait of F times each call of its pipeline); a variant's level rotates from run to run. Each logged speedup "
