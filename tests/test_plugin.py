@@ -4,10 +4,15 @@ Each run is a subprocess: in-process runs would import torch a second time.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.diff import CaseDiff, Diff
+from harness.plugin import _confirmation_lines
+from harness.records import CaseRecord, Confirmation, Speedup
+from harness.verdict import PASSED, REGRESSED, Finding, Verdict
 
 pytest_plugins = ["pytester"]
 
@@ -129,12 +134,21 @@ def test_a_slow_minute_during_a_variants_rounds_is_cleared_by_the_paired_re_timi
     speedup = next(f for f in case["verdict"]["findings"] if f["metric"] == "speedup")
     assert "not confirmed by 3 paired rounds" in speedup["message"]
     assert len(case["record"]["confirmation"]["pairs"]) == 3  # (its rounds alone failed it: "not confirmed")
-    # --bench-confirm-all re-times a variant whose rounds passed as well (the machine is back to its speed)
-    (pytester.path / "conftest.py").unlink()
-    studied = _run(pytester, "--benchmark", *timed, "--bench-confirm-all", "--bench-confirm-pairs", "1")
-    studied.assert_outcomes(passed=2)
-    studied.stdout.fnmatch_lines(["eval[[]context_qa|kv_cache=on]: speedup *x in its rounds, *x in 1 paired round: "
-                                  "re-timed on request (--bench-confirm-all); its rounds had passed"])
+
+
+def test_the_run_names_what_each_paired_re_timing_said() -> None:
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "recorded-cpu-baseline.json").read_text())
+    record = CaseRecord.from_dict(next(e["record"] for e in recorded["cases"].values() if e["record"]["speedup"]))
+    record.speedup, record.confirmation = Speedup(2.0, 1.9, 2.1), Confirmation([[3.0, 1.0]])
+    passed = Finding("speedup", "baseline", PASSED, "speedup 2.10x -> 2.00x")
+    cleared = Finding("speedup", "baseline", PASSED, "speedup 3.00x -> 2.00x; not confirmed by 1 paired round: 3.00x")
+    confirmed = Finding("speedup", "baseline", REGRESSED, "speedup 4.00x -> 2.00x; confirmed by 1 paired round: 3.00x")
+    lines = [_confirmation_lines(Diff(None, None, [CaseDiff(record.case_id, "eval", status, record, None,
+                                                            Verdict(record.case_id, status, (finding,)))]))
+             for status, finding in ((PASSED, passed), (PASSED, cleared), (REGRESSED, confirmed))]
+    start = f"{record.case_id}: speedup 2.00x in its rounds, 3.00x in 1 paired round: "
+    assert lines == [[start + "re-timed on request (--bench-confirm-all); its rounds had passed"],
+                     [start + "cleared: a change of the machine's speed, not of the code's"], [start + "confirmed"]]
 
 
 def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):
