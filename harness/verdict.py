@@ -151,6 +151,13 @@ def _fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def _speedup_regressed(ratio: float, baseline: Speedup, noise: SpeedNoise | None, policy: GatePolicy) -> bool:
+    """Whether a speedup of `ratio` fell beyond what the case's rule allows: its A/A noise, or the factor."""
+    if noise is not None and noise.runs >= policy.min_noise_runs:
+        return beyond_noise(baseline.ratio, ratio, noise, policy)
+    return ratio < baseline.ratio / policy.speedup_factor
+
+
 def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) -> Finding:
     message = (
         f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x "
@@ -158,7 +165,7 @@ def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) ->
         f"factor {policy.speedup_factor:g})"
     )
     status = PASSED
-    if current.ratio < baseline.ratio / policy.speedup_factor and current.high < baseline.low:
+    if _speedup_regressed(current.ratio, baseline, None, policy) and current.high < baseline.low:
         status = REGRESSED
     elif current.ratio > baseline.ratio * policy.speedup_factor and current.low > baseline.high:
         status = IMPROVED
@@ -238,13 +245,6 @@ def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: Ca
         return finding
     return replace(finding, status=PASSED,
                    message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
-
-
-def _speedup_regressed(ratio: float, baseline: Speedup, noise: SpeedNoise | None, policy: GatePolicy) -> bool:
-    """Whether a speedup of `ratio` fell beyond what the case's rule allows: its A/A noise, or the factor."""
-    if noise is not None and noise.runs >= policy.min_noise_runs:
-        return beyond_noise(baseline.ratio, ratio, noise, policy)
-    return ratio < baseline.ratio / policy.speedup_factor
 
 
 def _confirmed_by_pairs(finding: Finding, current: CaseRecord, baseline: CaseRecord, noise: SpeedNoise | None,

@@ -47,6 +47,13 @@ def test_aa_table_counts_runs_per_rule(tmp_path: Path) -> None:
     assert aa_table([]) == "no runs logged yet"
 
 
+def test_aa_table_names_the_alarms_that_the_pairs_cleared() -> None:
+    cleared = {**case(speedup=2.1, baseline_speedup=2.7), "paired_speedup": 2.8}
+    table = aa_table([run("2026-12-01T10:00:00", {"a": case()}), run("2026-12-01T11:00:00", {"a": cleared})])
+    assert "runs with any false alarm: 0/2" in table
+    assert "cleared: 1: `a` (run 2: 2.10x in its rounds, 2.80x in its pairs, baseline 2.70x)" in table
+
+
 def test_speed_noise_is_the_spread_of_log_speedup_drops_over_runs() -> None:
     speedups = [2.0, 2.1, 1.9, 2.05, 1.95, 2.0, 2.02, 1.98]
     runs = [run(f"2026-12-01T0{i}:00:00", {"v": case(speedup=s, baseline_speedup=2.0), "ref": case(speedup=None)})

@@ -254,7 +254,13 @@ def aa_table(runs: list[dict]) -> str:
     if not runs:
         return "no runs logged yet"
     failing = sum(1 for run in runs if any(case["regressed"] for case in run["cases"].values()))
+    cleared = [f"`{case_id}` (run {index + 1}: {case['speedup']:.2f}x in its rounds, {case['paired_speedup']:.2f}x in "
+               f"its pairs, baseline {case['baseline_speedup']:.2f}x)"
+               for index, run in enumerate(runs) for case_id, case in run["cases"].items()
+               if case.get("paired_speedup") and not case["regressed"]]
     lines = [_machine_line(runs, "A/A runs"), "", f"runs with any false alarm: {failing}/{len(runs)}", "",
+             f"speed alarms of a variant's rounds that its paired re-timing cleared: {len(cleared)}"
+             f"{': ' + ', '.join(cleared) if cleared else ''}", "",
              "| rule | runs with a false alarm | rate | cases that raised one (runs) |", "| --- | ---: | ---: | --- |"]
     for kind in KINDS:
         runs_hit, cases_hit = 0, Counter()
