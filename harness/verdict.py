@@ -151,9 +151,14 @@ def _fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def _measured_noise(noise: SpeedNoise | None, policy: GatePolicy) -> SpeedNoise | None:
+    """The case's A/A noise when enough runs measured it to judge by; None: the factor rule judges."""
+    return noise if noise is not None and noise.runs >= policy.min_noise_runs else None
+
+
 def _speedup_regressed(ratio: float, baseline: Speedup, noise: SpeedNoise | None, policy: GatePolicy) -> bool:
     """Whether a speedup of `ratio` fell beyond what the case's rule allows: its A/A noise, or the factor."""
-    if noise is not None and noise.runs >= policy.min_noise_runs:
+    if _measured_noise(noise, policy) is not None:
         return beyond_noise(baseline.ratio, ratio, noise, policy)
     return ratio < baseline.ratio / policy.speedup_factor
 
@@ -283,7 +288,7 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
         return [Finding("speed", "baseline", PASSED,
                         f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
     if current.speedup is not None and baseline.speedup is not None:
-        if noise is not None and noise.runs >= policy.min_noise_runs:
+        if _measured_noise(noise, policy) is not None:
             finding = _noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)
         else:
             finding = _confirmed_by_own_rounds(_speedup_finding(current.speedup, baseline.speedup, policy),

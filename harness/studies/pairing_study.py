@@ -22,25 +22,19 @@ import math
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-from harness.measure import MeasureSettings
+from harness.measure import MeasureSettings, perf_counter_timer, time_pairs
 from harness.models import LoadSpec, load_model
 from harness.pipelines.search import SearchSettings, run_search
+from harness.records import Confirmation
 from harness.tasks import SUITES, generate_suite
 from harness.toggles import variants
 
 # The search bench case's toggles (bench_cases/test_search.py): its reference and its all-on variant.
 REFERENCE, ALL_ON = variants({"kv_cache": ("on",), "batching": ("dynamic",), "early_stop": ("on",), "attention": ("sdpa",)},
                              "leave-one-out")[:2]
-
-
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def measure_once(pairs: int) -> dict:
@@ -54,17 +48,17 @@ def measure_once(pairs: int) -> dict:
         run_search(loaded.model, loaded.tokenizer, work, SearchSettings.from_variant(variant, SUITES["math"].max_new_tokens,
                                                                                      num_rollouts=rollouts))
 
+    def blocked_rounds(variant: dict[str, str]) -> list[float]:
+        """As the gate times a variant: a first round, then as many as the 10-second budget asks for."""
+        first = perf_counter_timer(lambda: run(variant), 1)
+        return perf_counter_timer(lambda: run(variant), MeasureSettings(min_time=10.0).rounds_after(first[0]), first)
+
     for variant in (REFERENCE, ALL_ON):  # the bench case's warm-up
         run(variant, items[:1], rollouts=2)
-    rounds = MeasureSettings(min_time=10.0)
-    reference = [_timed(lambda: run(REFERENCE))]
-    reference += [_timed(lambda: run(REFERENCE)) for _ in range(rounds.rounds_after(reference[0]))]
-    variant = [_timed(lambda: run(ALL_ON))]
-    variant += [_timed(lambda: run(ALL_ON)) for _ in range(rounds.rounds_after(variant[0]))]
-    paired = [(_timed(lambda: run(REFERENCE)), _timed(lambda: run(ALL_ON))) for _ in range(pairs)]
-    return {"blocked": statistics.median(reference) / statistics.median(variant),
-            "paired": statistics.median(r / v for r, v in paired),
-            "reference_rounds": reference, "variant_rounds": variant, "pairs": paired}
+    reference, variant = blocked_rounds(REFERENCE), blocked_rounds(ALL_ON)
+    paired = Confirmation(time_pairs(lambda: run(REFERENCE), lambda: run(ALL_ON), pairs))  # as the gate confirms
+    return {"blocked": statistics.median(reference) / statistics.median(variant), "paired": paired.ratio,
+            "reference_rounds": reference, "variant_rounds": variant, "pairs": paired.pairs}
 
 
 def spread(speedups: list[float]) -> float:
