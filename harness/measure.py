@@ -1,7 +1,5 @@
-"""Timing and memory of a pipeline run: warm-up, timed rounds, CUDA synchronization, peak memory.
-
-The round timer is passed in (the plugin hands pytest-benchmark's fixture over), so there is one
-clock and pytest-benchmark's JSON holds the same rounds this module reports. Judging is not done here.
+"""Timing and memory of pipeline runs: warm-up, timed rounds interleaved between a case's variants, CUDA
+synchronization, peak memory, and the paired re-timing of a speed regression. Judging is not done here.
 """
 
 from __future__ import annotations
@@ -12,18 +10,16 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from harness.progress import WARM_UP
 from harness.records import PipelineOutput, Speed
 
-# timer(target, rounds, earlier) -> seconds of every round, `earlier` (rounds already timed by the same clock)
-# first; target's result is kept by the caller.
-RoundTimer = Callable[[Callable[[], object], int, list[float]], list[float]]
-# progress(index, total): called before the warm-up (index WARM_UP) and before timed round index of total.
-RoundHook = Callable[[int, int], None]
+# progress(index, total, label): called before the warm-up (index WARM_UP) of the side `label` and before its
+# timed round `index` of `total` (CaseProgress.start_round).
+RoundHook = Callable[[int, int, str], None]
 
 # Seconds of timed rounds a variant gets by default (see MeasureSettings.rounds_after).
 DEFAULT_MIN_TIME = 10.0
@@ -54,7 +50,7 @@ class MeasureSettings:
 
 
 def perf_counter_timer(target: Callable[[], object], rounds: int, earlier: list[float] | None = None) -> list[float]:
-    """The fallback clock, for use outside pytest."""
+    """Seconds of `rounds` calls of `target` in a row, after `earlier` ones (a study's blocked rounds)."""
     seconds = list(earlier or [])
     for _ in range(rounds):
         start = time.perf_counter()
@@ -68,7 +64,7 @@ def _process_peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
-def _no_progress(index: int, total: int) -> None:
+def _no_progress(index: int, total: int, label: str = "") -> None:
     return None
 
 
@@ -78,69 +74,137 @@ def _synchronize(devices: tuple[int, ...]) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(
-    run: Callable[[], PipelineOutput],
-    warm_up: Callable[[], object],
-    settings: MeasureSettings,
-    timer: RoundTimer = perf_counter_timer,
-    progress: RoundHook | None = None,
-) -> tuple[PipelineOutput, Speed]:
-    """Warm up, then time full runs: a first round sizes the rest (`MeasureSettings.rounds_after`); the
-    output is the last round's.
+def _round_share(planned: int, cycles: int, cycle: int) -> int:
+    """How many of a side's `planned` rounds cycle `cycle` of `cycles` times: as even as can be, earlier first."""
+    return planned // cycles + (1 if cycle < planned % cycles else 0)
 
-    `progress` (e.g. CaseProgress.start_round) is told which round starts. Timed rounds mark
-    themselves, since the timer owns the round loop: the mark (one bar redraw) is inside the round.
+
+@dataclass
+class Side:
+    """One variant of a case in an interleaved measurement: a run of its pipeline, and its warm-up."""
+
+    label: str
+    run: Callable[[], PipelineOutput]
+    warm_up: Callable[[], object]
+
+
+@dataclass
+class _SideRounds:
+    """What the measurement has of one side so far."""
+
+    side: Side
+    planned: int = 0  # rounds in all, known once its first round has been timed
+    round_seconds: list[float] = field(default_factory=list)
+    warm_up_seconds: float = 0.0
+    first_output: PipelineOutput | None = None
+    last_output: PipelineOutput | None = None
+    cuda_peak: int = 0
+    error: Exception | None = None
+
+
+def measure_interleaved(sides: list[Side], settings: MeasureSettings,
+                        progress: RoundHook | None = None) -> list[tuple[PipelineOutput, Speed] | Exception]:
+    """Warm every side up, then time their rounds in `settings.rounds` cycles, each side's rounds spread over them.
+
+    A shared 2-core VM changes speed over minutes. Timed in blocks (all the reference's rounds, then all of a
+    variant's), a case's speedup takes such a change as its own: 11.9% run-to-run spread on the search case,
+    against 3.1% for rounds taken side by side (`harness.studies.pairing_study`). In cycles, every side's
+    rounds sample the same minutes, at the cost of no extra round. The order reverses each cycle (A B C, C B A,
+    ...), so a steady drift favours no side. A side's first round sizes its rounds (`rounds_after`).
+
+    The result per side: its last round's output and its speed, or the error it raised; a failed side takes
+    no further round and the others go on, unless it is the first (the others are compared with it).
     """
-    on_cuda = settings.device == "cuda"
     mark_round = progress or _no_progress
-    planned = [settings.rounds]  # known once the first round has been timed
-    mark_round(WARM_UP, planned[0])
-    warm_up_start = time.perf_counter()
-    warm_up()
-    if on_cuda:
+    states = [_SideRounds(side) for side in sides]
+    for state in states:  # first-call costs, and with compile=on the compilation, land in no round
+        mark_round(WARM_UP, settings.rounds, state.side.label)
+        _attempt(state, lambda: _warm_up(state, settings))
+        if states[0].error is not None:
+            break
+    gc.collect()  # the garbage of earlier cases is not this case's to collect
+    cycles = max(1, settings.rounds)
+    for cycle in range(cycles):
+        for state in states if cycle % 2 == 0 else reversed(states):
+            if state.error is None and states[0].error is None:
+                _attempt(state, lambda: _time_cycle(state, cycle, cycles, settings, mark_round))
+    if states[0].error is not None:  # the sides not measured yet fail as the first did
+        return [state.error or states[0].error for state in states]
+    return [state.error if state.error is not None else _result(state, settings) for state in states]
+
+
+def _attempt(state: _SideRounds, step: Callable[[], None]) -> None:
+    try:
+        step()
+    except Exception as error:  # this side's failure (out of memory, a time limit, a bug) is kept for its case
+        state.error = error
+
+
+def _warm_up(state: _SideRounds, settings: MeasureSettings) -> None:
+    start = time.perf_counter()
+    state.side.warm_up()
+    if settings.device == "cuda":
         _synchronize(settings.cuda_devices)
-    warm_up_seconds = time.perf_counter() - warm_up_start  # with compile=on: the compilation
-    outputs: list[PipelineOutput] = []
+    state.warm_up_seconds = time.perf_counter() - start
 
-    def one_round() -> PipelineOutput:
-        mark_round(len(outputs) + 1, planned[0])  # one output per round so far
-        output = run()
-        if on_cuda:
-            _synchronize(settings.cuda_devices)  # the round ends when the GPUs' work does
-        outputs.append(output)
-        return output
 
+def _time_cycle(state: _SideRounds, cycle: int, cycles: int, settings: MeasureSettings, mark_round) -> None:
+    """This side's rounds of one cycle; in the first, its first round sizes the rest."""
+    on_cuda = settings.device == "cuda"
     if on_cuda:
         _synchronize(settings.cuda_devices)
         for device in settings.cuda_devices or (None,):
             torch.cuda.reset_peak_memory_stats(device)
-    gc.collect()  # the garbage of earlier cases is not this case's to collect
-    if settings.rounds == 1:  # one round asked for: nothing to size
-        round_seconds = timer(one_round, 1, [])
-    else:
-        first = perf_counter_timer(one_round, 1)
-        planned[0] = 1 + settings.rounds_after(first[0])
-        round_seconds = timer(one_round, planned[0] - 1, first)
-    if not outputs:
-        raise RuntimeError("the round timer ran no round")
-    if settings.same_outputs and any(o.item_outputs != outputs[-1].item_outputs for o in outputs):
-        raise RuntimeError("outputs differ between rounds of the same variant: the pipeline is not deterministic")
-    output = outputs[-1]
-    if on_cuda:
-        # Summed over the GPUs of a split model: what the case needs in all.
+    if cycle == 0:
+        _time_round(state, settings, mark_round)
+        state.planned = 1 if settings.rounds == 1 else 1 + settings.rounds_after(state.round_seconds[0])
+    while len(state.round_seconds) < sum(_round_share(state.planned, cycles, c) for c in range(cycle + 1)):
+        _time_round(state, settings, mark_round)
+    if on_cuda:  # summed over the GPUs of a split model: what the case needs in all
         peak = sum(torch.cuda.max_memory_allocated(device) for device in settings.cuda_devices or (None,))
-        kind = "cuda_max_allocated"
+        state.cuda_peak = max(state.cuda_peak, peak)
+
+
+def _time_round(state: _SideRounds, settings: MeasureSettings, mark_round) -> None:
+    mark_round(len(state.round_seconds) + 1, max(state.planned, settings.rounds), state.side.label)
+    start = time.perf_counter()
+    output = state.side.run()
+    if settings.device == "cuda":
+        _synchronize(settings.cuda_devices)  # the round ends when the GPUs' work does
+    state.round_seconds.append(time.perf_counter() - start)
+    if state.first_output is None:
+        state.first_output = output
+    elif settings.same_outputs and output.item_outputs != state.first_output.item_outputs:
+        raise RuntimeError("outputs differ between rounds of the same variant: the pipeline is not deterministic")
+    state.last_output = output
+
+
+def _result(state: _SideRounds, settings: MeasureSettings) -> tuple[PipelineOutput, Speed]:
+    output = state.last_output
+    if output is None:
+        raise RuntimeError("the measurement ran no round")
+    if settings.device == "cuda":
+        peak, kind = state.cuda_peak, "cuda_max_allocated"
     else:
         peak, kind = _process_peak_rss_bytes(), "cpu_process_peak_rss"
     speed = Speed(
-        round_seconds=[float(s) for s in round_seconds],
+        round_seconds=[float(s) for s in state.round_seconds],
         items_per_round=len(output.item_ids),
         tokens_per_round=int(output.counters.get("generated_tokens", 0)),
         peak_memory_bytes=int(peak),
         memory_kind=kind,
-        warm_up_seconds=float(warm_up_seconds),
+        warm_up_seconds=float(state.warm_up_seconds),
     )
     return output, speed
+
+
+def measure(run: Callable[[], PipelineOutput], warm_up: Callable[[], object], settings: MeasureSettings,
+            progress: RoundHook | None = None) -> tuple[PipelineOutput, Speed]:
+    """One side alone: warm up, then its timed rounds (`measure_interleaved`); its error is raised."""
+    (result,) = measure_interleaved([Side("", run, warm_up)], settings, progress)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def time_pairs(first: Callable[[], object], second: Callable[[], object], pairs: int,

@@ -22,16 +22,16 @@ from harness.baseline import (BaselineError, BaselineFile, baseline_path, curren
                               scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
-from harness.guard import (CaseFailure, is_out_of_memory, out_of_memory_failure, restore_sigterm, stop_on_sigterm,
-                           time_limit)
-from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, measure, perf_counter_timer, time_pairs
+from harness.guard import (CaseFailure, TimeBudget, failing_cleanly_on_oom, is_out_of_memory, out_of_memory_failure,
+                           restore_sigterm, stop_on_sigterm)
+from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, Side, measure_interleaved, time_pairs
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
-from harness.records import CaseRecord, Confirmation, PipelineOutput, SpeedNoise, differing_items
+from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, differing_items
 from harness.roofline import decode_efficiency
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
@@ -282,6 +282,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="GPU case: needs --bench-device cuda on a machine with CUDA"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which variants of each case will run, so that the first to run measures them all, interleaved."""
+    bench_session = _session(session.config)
+    if bench_session is None:
+        return
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "variant" not in callspec.params or item.get_closest_marker("skip"):
+            continue
+        bench_session.case_variants.setdefault(_case_key(item), []).append(callspec.params["variant"])
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     """On an xdist worker, put each bench item in the group of its case function (see workers.group_name), so
     that --dist loadgroup keeps a case's variants, its reference and its loaded models on one worker."""
@@ -331,6 +343,10 @@ class BenchSession:
     models: ModelCache = field(default_factory=ModelCache)
     records: dict[str, CaseRecord] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    # What made a case's measurement fail, for its own item to raise (its variants are measured together).
+    failures: dict[str, Exception] = field(default_factory=dict)
+    # Per case (function and parameters, workers.group_name): the variants collected to run, in order.
+    case_variants: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     saved_to: Path | None = None
     diff: Diff | None = None  # this run against its baseline, built at session end
     # On an xdist worker: the case ids whose records, and whose verdicts, went to the controller already.
@@ -350,7 +366,9 @@ class BenchSession:
 
     def unsent_results(self, worker: str) -> WorkerResults:
         """On a worker: the records and verdicts not yet sent to the controller, marked as sent."""
-        records = [record for case_id, record in self.records.items() if case_id not in self.sent_records]
+        # A variant measured with its case waits for its own item: the item may add its paired re-timing.
+        records = [record for case_id, record in self.records.items() if case_id not in self.sent_records
+                   and (record.is_reference or case_id in self.verdicts)]
         verdicts = [verdict for case_id, verdict in self.verdicts.items() if case_id not in self.sent_verdicts]
         self.sent_records.update(r.case_id for r in records)
         self.sent_verdicts.update(v.case_id for v in verdicts)
@@ -397,6 +415,7 @@ class BenchCase:
     variant: dict[str, str]
     pipeline: str
     swept: dict[str, tuple[str, ...]]
+    _running: dict[str, str] | None = field(default=None, init=False)  # the variant whose pipeline runs now
 
     @property
     def reference_variant(self) -> dict[str, str]:
@@ -421,35 +440,41 @@ class BenchCase:
 
     def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
         """A model for the case (a candidate, a sibling; by default the session's own model), on the
-        session's device and dtype, with this variant's attention; loaded once per session."""
-        spec = self.load_spec(self.variant)
+        session's device and dtype, with the attention of the variant being run; loaded once per session."""
+        variant = self._running or self.variant
+        spec = self.load_spec(variant)
         if source is not None:
             spec = replace(spec, source=source)
         if quantization is not None:
             spec = replace(spec, quantization=self.session.injections.quantization(quantization))
         loaded = self.session.models.get(spec)
-        loaded.use_attention(self.variant)
+        loaded.use_attention(variant)
         return loaded
 
     def run(self, group: str, pipeline: Callable[[object, object, dict[str, str]], PipelineOutput],
             warm_up: Callable[[object, object, dict[str, str]], object] | None = None) -> CaseRecord:
-        """Measure `pipeline(model, tokenizer, variant)` under this case's variant, judge it, record it."""
+        """Measure `pipeline(model, tokenizer, variant)` under this case's variant, judge it, record it.
+
+        The first variant of a case to run measures the case's reference and every variant of it collected
+        here, their rounds interleaved (`measure.measure_interleaved`); the others find their record made.
+        """
         case_id = self._case_id(group, self.variant)
         try:
-            with time_limit(self.session.config.getoption("--bench-timeout"), case_id):
-                reference = self._reference_record(group, pipeline, warm_up)
-                record = reference if self.variant == self.reference_variant else self._measure(group, self.variant, pipeline, warm_up, reference)
+            record = self._measured(group, pipeline, warm_up)
+            reference = self.session.records[self._case_id(group, self.reference_variant)]
+            verdict = self._judge(record, reference)
+            if self._wants_pairs(record, verdict):
+                record.confirmation = self._confirm(group, pipeline, self.session.config.getoption("--bench-confirm-pairs"))
                 verdict = self._judge(record, reference)
-                if self._wants_pairs(record, verdict):
-                    record.confirmation = self._confirm(group, pipeline, self.session.config.getoption("--bench-confirm-pairs"))
-                    verdict = self._judge(record, reference)
         except (CaseFailure, ModelLoadError) as error:
             pytest.fail(str(error), pytrace=False)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
             pytest.fail(str(out_of_memory_failure(case_id, self.session.device, error)), pytrace=False)
-        self.request.getfixturevalue("benchmark").extra_info.update(_extra_info(record, verdict))
+        benchmark = self.request.getfixturevalue("benchmark")
+        _hand_rounds(benchmark, record.speed.round_seconds)
+        benchmark.extra_info.update(_extra_info(record, verdict))
         config = self.session.config
         if verdict.status == REGRESSED and not config.getoption("--bench-save-baseline"):
             pytest.fail(verdict.message, pytrace=False)
@@ -461,12 +486,74 @@ class BenchCase:
     def _case_id(self, group: str, variant: dict[str, str]) -> str:
         return f"{self.pipeline}[{group}|{toggle_registry.variant_label(variant, self.reference_variant)}]"
 
-    def _reference_record(self, group, pipeline, warm_up) -> CaseRecord:
-        """The session's reference for this group, measured once; measured here if no case asked yet."""
-        case_id = self._case_id(group, self.reference_variant)
-        if case_id not in self.session.records:
-            self._measure(group, self.reference_variant, pipeline, warm_up, None)
+    def _measured(self, group, pipeline, warm_up) -> CaseRecord:
+        """This variant's record, measured with its case's other variants if none of their items has run yet;
+        what made its measurement fail is raised here, in its own item."""
+        case_id = self._case_id(group, self.variant)
+        if case_id not in self.session.records and case_id not in self.session.failures:
+            self._measure_case(group, pipeline, warm_up)
+        if case_id in self.session.failures:
+            raise self.session.failures[case_id]
         return self.session.records[case_id]
+
+    def _variants_to_measure(self, group: str) -> list[dict[str, str]]:
+        """The reference, then every variant of this case collected in the session and not measured yet."""
+        collected = self.session.case_variants.get(_case_key(self.request.node), [])
+        pending = [v for v in [*collected, self.variant] if v != self.reference_variant
+                   and self._case_id(group, v) not in self.session.records]
+        return [self.reference_variant, *{self._case_id(group, v): v for v in pending}.values()]
+
+    def _measure_case(self, group, pipeline, warm_up) -> None:
+        """Time the reference and the case's variants together; a variant that fails takes only its own case."""
+        sides: list[tuple[Side, dict[str, str], LoadedModel]] = []
+        for variant in self._variants_to_measure(group):
+            case_id = self._case_id(group, variant)
+            try:
+                side, loaded = self._side(group, variant, pipeline, warm_up)
+            except Exception as error:  # e.g. a model that does not load: its case fails with the message
+                self.session.failures[case_id] = _kept(error)
+                if variant == self.reference_variant:
+                    return
+                continue
+            sides.append((side, variant, loaded))
+        mode = self.session.config.getoption("--bench-progress")
+        with case_progress(f"{self.pipeline}[{group}]", mode, self._progress_stream()) as progress, \
+                patched_pipelines(self.session.injections):
+            results = measure_interleaved([side for side, _, _ in sides], self._settings(), progress.start_round)
+        reference_rounds: list[float] = []
+        for (side, variant, loaded), result in zip(sides, results):
+            if isinstance(result, Exception):
+                self.session.failures[side.label] = _kept(result)
+                continue
+            record = self._record(group, variant, loaded, *result, reference_rounds)
+            if record.is_reference:
+                reference_rounds = record.speed.round_seconds
+            self.session.records.setdefault(record.case_id, record)  # a reference measured before stays the session's
+
+    def _side(self, group, variant, pipeline, warm_up) -> tuple[Side, LoadedModel]:
+        """The variant's part in a measurement: its model, and its run and warm-up as the variant (its attention
+        set, since the variants may share one model object), under its case's time limit, an out-of-memory
+        error turned into its case's failure."""
+        case_id = self._case_id(group, variant)
+        budget = TimeBudget(self.session.config.getoption("--bench-timeout"), case_id)
+        loaded, handed, run = budget.limited(lambda: self._runner(group, variant, pipeline))()
+        if variant.get("compile") == "on":  # compiling is the warm-up: every shape the rounds will see, first
+            warm_up = pipeline
+        warm = warm_up or _no_warm_up
+
+        def as_variant(call: Callable[[], object]) -> Callable:
+            def call_as_variant():
+                loaded.use_attention(variant)
+                self._running = variant  # for bench.load in the pipeline
+                try:
+                    return call()
+                finally:
+                    self._running = None
+
+            return budget.limited(failing_cleanly_on_oom(call_as_variant, case_id, self.session.device))
+
+        side = Side(case_id, as_variant(run), as_variant(lambda: warm(loaded.model, loaded.tokenizer, handed)))
+        return side, loaded
 
     def _runner(self, group, variant, pipeline) -> tuple[LoadedModel, dict[str, str], Callable[[], PipelineOutput]]:
         """The variant's model, the variant its pipeline is handed (injections applied), and one run of it."""
@@ -487,44 +574,22 @@ class BenchCase:
 
     def _confirm(self, group, pipeline, pairs: int) -> Confirmation:
         """The speed regression's re-timing: the reference's round, then the variant's, `pairs` times."""
-
-        def side(variant: dict[str, str]) -> Callable[[], PipelineOutput]:
-            loaded, _, run = self._runner(group, variant, pipeline)
-
-            def attended_run() -> PipelineOutput:
-                loaded.use_attention(variant)  # the reference and the variant may share one model object
-                return run()
-
-            return attended_run
-
+        reference, _ = self._side(group, self.reference_variant, pipeline, None)
+        variant, _ = self._side(group, self.variant, pipeline, None)
         with patched_pipelines(self.session.injections):
-            return Confirmation(time_pairs(side(self.reference_variant), side(self.variant), pairs,
-                                           self.session.device, self._cuda_devices()))
+            return Confirmation(time_pairs(reference.run, variant.run, pairs, self.session.device, self._cuda_devices()))
 
-    def _measure(self, group, variant, pipeline, warm_up, reference: CaseRecord | None) -> CaseRecord:
-        loaded, handed, run = self._runner(group, variant, pipeline)
-        loaded.use_attention(variant)
+    def _settings(self) -> MeasureSettings:
         config = self.session.config
-        settings = MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
-                                   max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
-                                   same_outputs=not is_profile(self.session.model_source),
-                                   cuda_devices=self._cuda_devices())
-        is_reference = reference is None
-        timer = _benchmark_timer(self.request.getfixturevalue("benchmark")) if variant == self.variant else None
-        mode = self.session.config.getoption("--bench-progress")
-        injections, case_id = self.session.injections, self._case_id(group, variant)
-        if variant.get("compile") == "on":  # compiling is the warm-up: every shape the rounds will see, first
-            warm_up = pipeline
-        with case_progress(case_id, mode, self._progress_stream()) as progress, patched_pipelines(injections):
-            output, speed = measure(
-                run=run,
-                warm_up=lambda: (warm_up or _no_warm_up)(loaded.model, loaded.tokenizer, handed),
-                settings=settings,
-                progress=progress.start_round,
-                **({"timer": timer} if timer else {}),
-            )
+        return MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
+                               max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
+                               same_outputs=not is_profile(self.session.model_source), cuda_devices=self._cuda_devices())
+
+    def _record(self, group, variant, loaded: LoadedModel, output: PipelineOutput, speed: Speed,
+                reference_rounds: list[float]) -> CaseRecord:
+        """The record of a measured variant; its speedup is over the reference rounds timed with it."""
         record = CaseRecord(
-            case_id=case_id,
+            case_id=self._case_id(group, variant),
             pipeline=self.pipeline,
             group=group,
             variant=dict(variant),
@@ -542,11 +607,11 @@ class BenchCase:
             efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
             if efficiency is not None:
                 record.metadata["decode"] = efficiency.to_dict()
-        if not is_reference:
-            record.speedup = bootstrap_speedup(reference.speed.round_seconds, speed.round_seconds)
+        if not record.is_reference:
+            reference = self.session.records.get(self._case_id(group, self.reference_variant))
+            record.speedup = bootstrap_speedup(reference_rounds, speed.round_seconds)
             shared, differing = differing_items(output, reference.output)
             record.agreement = (shared - len(differing)) / shared if shared else None
-        self.session.records[record.case_id] = record
         return record
 
     def _cuda_devices(self) -> tuple[int, ...]:
@@ -583,18 +648,32 @@ def _no_warm_up(model, tokenizer, variant) -> None:
     return None
 
 
-def _benchmark_timer(benchmark) -> Callable:
-    """Rounds through pytest-benchmark's pedantic mode, so its JSON and tables hold the same rounds."""
+def _hand_rounds(benchmark, round_seconds: list[float]) -> None:
+    """Give pytest-benchmark's fixture the case's rounds, so its JSON and tables hold the rounds judged here.
 
-    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
-        if getattr(benchmark, "disabled", False):
-            return perf_counter_timer(target, rounds, earlier)
-        benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
-        # The rounds timed before (the one that sized the rest, same clock) belong in its figures too.
-        benchmark.stats.stats.data[:0] = earlier
-        return list(benchmark.stats.stats.data)
+    They were timed with the case's other variants (perf_counter, pytest-benchmark's default clock too), so
+    its pedantic mode records one empty call, whose figure the rounds then replace.
+    """
+    if getattr(benchmark, "disabled", False):
+        return
+    benchmark.pedantic(_no_call, rounds=1, warmup_rounds=0, iterations=1)
+    benchmark.stats.stats.data[:] = round_seconds
 
-    return timer
+
+def _no_call() -> None:
+    return None
+
+
+def _kept(error: Exception) -> Exception:
+    """A variant's failure, kept until its item raises it: a CaseFailure's message is all that is shown, so
+    its traceback, with the frames and tensors of the round it stopped, is let go."""
+    return error.with_traceback(None) if isinstance(error, CaseFailure) else error
+
+
+def _case_key(item: pytest.Item) -> str:
+    """The case an item is a variant of: its function and parameters other than the variant."""
+    callspec = getattr(item, "callspec", None)
+    return workers.group_name(item.nodeid.split("[", 1)[0], callspec.params if callspec else {})
 
 
 def _extra_info(record: CaseRecord, verdict: Verdict) -> dict:

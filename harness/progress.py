@@ -2,7 +2,7 @@
 
 Pipelines call `advance(n)` after each item or batch. It does nothing unless a bar is current, so the
 pipelines run unchanged outside pytest. `case_progress` opens a case's bar and makes it current;
-`measure` marks the warm-up and each timed round through `CaseProgress.start_round`.
+`measure` marks each variant's warm-up and timed rounds through `CaseProgress.start_round`.
 
 Inside pytest the bar's stream is a `ProgressWriter`: pytest captures stdout/stderr during a test, so
 the writer suspends the capture for each write, as pytest's own live logging does.
@@ -54,14 +54,16 @@ class CaseProgress:
         self._round = WARM_UP
         self._item_total: int | None = None
 
-    def start_round(self, index: int, total: int) -> None:
-        """Mark the warm-up (index WARM_UP) or timed round `index` of `total`; the count starts at 0."""
+    def start_round(self, index: int, total: int, label: str = "") -> None:
+        """Mark the warm-up (index WARM_UP) or timed round `index` of `total` of the variant `label` (the case's
+        variants take turns, `measure.measure_interleaved`); the count starts at 0."""
         if self._bar is None:
             return
         if self._round != WARM_UP:  # a timed round just ended: its count is every round's total
             self._item_total = self._bar.n
         self._round = index
-        self._bar.set_postfix_str("warm-up" if index == WARM_UP else f"round {index}/{total}", refresh=False)
+        stage = "warm-up" if index == WARM_UP else f"round {index}/{total}"
+        self._bar.set_postfix_str(f"{label} {stage}" if label else stage, refresh=False)
         self._bar.reset(total=self._item_total)  # one refresh, with the new postfix
 
     def advance(self, items: int) -> None:

@@ -1,4 +1,4 @@
-"""Timed rounds: a first round sizes the rest under a time budget, every round goes through the same clock."""
+"""Timed rounds: a first round sizes the rest under a time budget, and a case's variants take turns in cycles."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.measure import MeasureSettings, measure, time_pairs
+from harness.measure import MeasureSettings, Side, measure, measure_interleaved, time_pairs
 from harness.records import PipelineOutput
 
 
@@ -30,22 +30,65 @@ def output() -> PipelineOutput:
                           item_scores=[1.0], item_outputs=["x"])
 
 
-def test_measure_times_as_many_rounds_as_the_budget_asks_through_the_given_clock() -> None:
-    calls: list[tuple[int, list[float]]] = []
-
-    def timer(target, rounds: int, earlier: list[float]) -> list[float]:
-        calls.append((rounds, list(earlier)))
-        for _ in range(rounds):
-            target()
-        return [*earlier, *[0.02] * rounds]
-
+def test_measure_times_as_many_rounds_as_the_budget_asks() -> None:
     def run() -> PipelineOutput:
         time.sleep(0.02)
         return output()
 
-    _, speed = measure(run, warm_up=lambda: None, settings=MeasureSettings(rounds=3, min_time=0.2, max_rounds=6), timer=timer)
-    assert len(calls) == 1 and calls[0][0] == 5 and len(calls[0][1]) == 1  # the first round, then 5 (the cap: 6)
-    assert len(speed.round_seconds) == 6
+    _, speed = measure(run, warm_up=lambda: None, settings=MeasureSettings(rounds=3, min_time=0.2, max_rounds=6))
+    assert len(speed.round_seconds) == 6  # the first round asks for 10 in all; the cap is 6
+    assert all(0.015 < s < 1.0 for s in speed.round_seconds)
+
+
+def logging_side(label: str, calls: list[str], seconds: float, fail_on: int | None = None) -> Side:
+    def run() -> PipelineOutput:
+        calls.append(label)
+        if fail_on is not None and calls.count(label) == fail_on:
+            raise RuntimeError(f"{label} broke")
+        time.sleep(seconds)
+        return output()
+
+    return Side(label, run, warm_up=lambda: calls.append(f"{label} warm-up"))
+
+
+def test_the_sides_warm_up_first_then_take_turns_in_cycles_that_reverse() -> None:
+    calls: list[str] = []
+    sides = [logging_side("ref", calls, 0.2), logging_side("fast", calls, 0.01)]
+    results = measure_interleaved(sides, MeasureSettings(rounds=3, min_time=0.5, max_rounds=12))
+    assert calls[:2] == ["ref warm-up", "fast warm-up"]
+    rounds = calls[2:]
+    # ref: 3 rounds (half a second of 0.2 s); fast: 12 (the cap), 4 a cycle; cycle 2 runs backwards
+    assert rounds == ["ref", *["fast"] * 4, *["fast"] * 4, "ref", "ref", *["fast"] * 4]
+    (_, ref_speed), (_, fast_speed) = results
+    assert len(ref_speed.round_seconds) == 3 and len(fast_speed.round_seconds) == 12
+    assert min(ref_speed.round_seconds) > max(fast_speed.round_seconds)
+
+
+def test_a_side_that_fails_keeps_its_error_and_the_others_go_on() -> None:
+    calls: list[str] = []
+    sides = [logging_side("ref", calls, 0.0), logging_side("broken", calls, 0.0, fail_on=2), logging_side("fine", calls, 0.0)]
+    ref, broken, fine = measure_interleaved(sides, MeasureSettings(rounds=3))
+    assert isinstance(broken, RuntimeError) and str(broken) == "broken broke"
+    assert calls.count("broken") == 2  # no round after the one that failed
+    assert len(ref[1].round_seconds) == 3 and len(fine[1].round_seconds) == 3
+
+
+def test_when_the_first_side_fails_every_side_fails_with_its_error() -> None:
+    calls: list[str] = []
+    sides = [logging_side("ref", calls, 0.0, fail_on=2), logging_side("variant", calls, 0.0)]
+    results = measure_interleaved(sides, MeasureSettings(rounds=3))
+    assert [str(r) for r in results] == ["ref broke", "ref broke"]
+    assert "variant" not in calls[calls.index("ref", calls.index("ref") + 1):]  # nothing is timed after it
+
+
+def test_outputs_that_change_between_rounds_fail_that_side() -> None:
+    answers = iter(["x", "y", "z"])
+
+    def drifting() -> PipelineOutput:
+        return PipelineOutput(quality={}, counters={}, item_ids=["a"], item_scores=[1.0], item_outputs=[next(answers)])
+
+    (result,) = measure_interleaved([Side("drift", drifting, lambda: None)], MeasureSettings(rounds=3))
+    assert isinstance(result, RuntimeError) and "not deterministic" in str(result)
 
 
 def test_one_round_asked_for_is_one_round() -> None:

@@ -103,20 +103,23 @@ def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
 
 
 SLOW_MINUTE = """
+from dataclasses import replace
+
 import harness.plugin
 from harness.inject import slowed
 
-_measure, _calls = harness.plugin.measure, []
+_measure_interleaved = harness.plugin.measure_interleaved
 
 
-def _variant_in_a_slow_minute(run, warm_up, settings, **kwargs):
-    # the machine slows down 4x while the variant's rounds are timed (the reference is measured first), and
-    # is back to its speed for the paired re-timing, which does not go through measure
-    _calls.append(run)
-    return _measure(slowed(run, 3.0) if len(_calls) > 1 else run, warm_up, settings, **kwargs)
+def _variant_in_a_slow_minute(sides, settings, progress=None):
+    # the machine slows down 4x whenever the variant's rounds are timed, and is back to its speed for the paired
+    # re-timing, which does not go through measure_interleaved
+    reference, *variants = sides
+    return _measure_interleaved([reference, *(replace(side, run=slowed(side.run, 3.0)) for side in variants)],
+                                settings, progress)
 
 
-harness.plugin.measure = _variant_in_a_slow_minute
+harness.plugin.measure_interleaved = _variant_in_a_slow_minute
 """
 
 

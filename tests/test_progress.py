@@ -155,12 +155,13 @@ def test_measure_with_progress_keeps_output_and_speed() -> None:
     marks: list[tuple[int, int]] = []
     file = io.StringIO()
     with case_progress("case", mode="on", file=file, mininterval=0) as progress:
-        def hook(index: int, total: int) -> None:
+        def hook(index: int, total: int, label: str) -> None:
             marks.append((index, total))
-            progress.start_round(index, total)
+            progress.start_round(index, total, "kv_cache=on")
 
         output, speed = measure(run=fake_run, warm_up=lambda: fake_run(2), settings=settings, progress=hook)
     assert marks == [(WARM_UP, 3), (1, 3), (2, 3), (3, 3)]
+    assert "kv_cache=on round 3/3" in file.getvalue()
     assert output == plain_output
     assert len(speed.round_seconds) == len(plain_speed.round_seconds) == 3
     assert (speed.items_per_round, speed.tokens_per_round) == (plain_speed.items_per_round, plain_speed.tokens_per_round)
