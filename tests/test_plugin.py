@@ -199,3 +199,39 @@ def test_injected_regressions_are_caught_and_never_saved(pytester):
     unknown = _run(pytester, "--benchmark", "--bench-inject", "faster=2")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
     unknown.stderr.fnmatch_lines(["*--bench-inject faster=2: not an injection; one of slowdown=F*"])
+
+
+TURNS = '''
+import pytest
+from harness.records import PipelineOutput
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"], "early_stop": ["on"]})
+def test_turns(bench):
+    def pipeline(model, tokenizer, variant):
+        with open("calls.log", "a") as log:
+            log.write(f"{bench.request.node.callspec.id} {variant['kv_cache']}/{variant['early_stop']}\\n")
+        return PipelineOutput(quality={"accuracy": 1.0}, counters={"generated_tokens": 1}, item_ids=["a"],
+                              item_scores=[1.0], item_outputs=["x"])
+
+    bench.run(group="turns", pipeline=pipeline)
+'''
+
+
+def test_the_first_item_of_a_case_times_all_its_variants_in_turns(pytester):
+    pytester.makepyfile(test_turns=TURNS)
+    result = _run(pytester, "--benchmark", "--bench-rounds", "3", "--bench-min-time", "0")
+    result.assert_outcomes(passed=4)
+    calls = (pytester.path / "calls.log").read_text().split()
+    items, variants = calls[::2], calls[1::2]
+    assert set(items) == {"reference"}  # every round ran in the case's first item
+    cycle = ["off/off", "on/on", "off/on", "on/off"]  # reference, all on, then all on but one toggle each
+    assert variants == [*cycle, *reversed(cycle), *cycle]
+
+
+def test_a_variant_picked_alone_is_timed_in_turns_with_the_reference_only(pytester):
+    pytester.makepyfile(test_turns=TURNS)
+    result = _run(pytester, "--benchmark", "--bench-rounds", "3", "--bench-min-time", "0", "-k", "kv_cache and early_stop")
+    result.assert_outcomes(passed=1)
+    calls = (pytester.path / "calls.log").read_text().split()
+    assert calls[1::2] == ["off/off", "on/on", "on/on", "off/off", "off/off", "on/on"]
