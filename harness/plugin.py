@@ -499,21 +499,23 @@ class BenchCase:
     def _variants_to_measure(self, group: str) -> list[dict[str, str]]:
         """The reference, then every variant of this case collected in the session and not measured yet."""
         collected = self.session.case_variants.get(_case_key(self.request.node), [])
-        pending = [v for v in [*collected, self.variant] if v != self.reference_variant
-                   and self._case_id(group, v) not in self.session.records]
+        done = self.session.records.keys() | self.session.failures.keys()
+        pending = [v for v in [*collected, self.variant] if v != self.reference_variant and self._case_id(group, v) not in done]
         return [self.reference_variant, *{self._case_id(group, v): v for v in pending}.values()]
 
     def _measure_case(self, group, pipeline, warm_up) -> None:
         """Time the reference and the case's variants together; a variant that fails takes only its own case."""
         sides: list[tuple[Side, dict[str, str], LoadedModel]] = []
-        for variant in self._variants_to_measure(group):
+        variants = self._variants_to_measure(group)
+        for variant in variants:
             case_id = self._case_id(group, variant)
             try:
                 side, loaded = self._side(group, variant, pipeline, warm_up)
             except Exception as error:  # e.g. a model that does not load: its case fails with the message
-                self.session.failures[case_id] = _kept(error)
-                if variant == self.reference_variant:
+                if variant == self.reference_variant:  # nothing to compare the variants with
+                    self.session.failures.update({self._case_id(group, v): _kept(error) for v in variants})
                     return
+                self.session.failures[case_id] = _kept(error)
                 continue
             sides.append((side, variant, loaded))
         mode = self.session.config.getoption("--bench-progress")

@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
                                         noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
-                                        spread_sources_table)
+                                        spread_sources_table, timing_table)
 
 
 def test_metric_kinds() -> None:
@@ -89,6 +89,19 @@ def test_spread_sources_split_a_speedups_spread_into_its_two_medians() -> None:
     assert f"| `c[g\\|kv_cache=on]` | {spread:.1f}% | 0.0% | {spread:.1f}% | +0.00 | {within:.1f}% |" in table
     assert "reference]`" not in table  # a reference has no speedup to split
     assert spread_sources_table(runs[:2]) == "too few A/A runs to split the spread"
+
+
+def test_timing_table_sets_the_speedup_spread_in_blocks_beside_the_one_in_turns() -> None:
+    def runs(speedups: list[float]) -> list[dict]:
+        return [run(f"2026-12-0{i + 1}T00:00:00", {"c[g|reference]": case(speedup=None),
+                                                     "c[g|kv_cache=on]": case(speedup=s)}) for i, s in enumerate(speedups)]
+
+    blocked, turns = [2.0, 2.4, 1.7, 2.2], [2.0, 2.05, 1.98]
+    table = timing_table(runs(blocked), runs(turns))
+    spreads = [100 * statistics.stdev([math.log(s) for s in values]) for values in (blocked, turns)]
+    assert f"| `c[g\\|kv_cache=on]` | {spreads[0]:.1f}% | {spreads[1]:.1f}% |" in table
+    assert f"| **median of the 1 variants** | **{spreads[0]:.1f}%** | **{spreads[1]:.1f}%** |" in table
+    assert timing_table(runs(blocked), runs(turns)[:2]) == "too few A/A runs of both kinds to compare"
 
 
 def test_slowdown_levels_rotate_so_every_case_gets_every_level() -> None:

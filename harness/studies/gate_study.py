@@ -16,7 +16,8 @@
         A/A runs that time every variant again in pairs as well (about 22 more minutes a run): how the paired
         speedup, which judges a speed regression before it fails, lies against each variant's limit
     python -m harness.studies.gate_study report --out docs/gate-study.md
-        the tables of all four logs, with the dates and the machine
+        the tables of the logs, with the dates and the machine, and the A/A spread against that of the runs
+        from before a case's rounds were taken in turns (studies/blocked/aa-cpu.jsonl)
 
 Runs already in a log count, so a study can be continued later on the same machine. Extra arguments after
 `--` go to pytest. The gate runs on one torch thread (half of two cores), so other work on the other core
@@ -50,7 +51,9 @@ KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
 LEVELS = (0.0, 0.10, 0.25, 0.50)
 DEFAULT_BASELINE = Path("baselines/cpu/embedded-reference.json")
 DEFAULT_LOGS = {"aa": Path("studies/aa-cpu.jsonl"), "slowdowns": Path("studies/slowdowns-cpu.jsonl"),
-                "injections": Path("studies/injections-cpu.jsonl"), "pairs": Path("studies/pairs-cpu.jsonl")}
+                "injections": Path("studies/injections-cpu.jsonl"), "pairs": Path("studies/pairs-cpu.jsonl"),
+                # the A/A runs of the gate before a case's rounds were taken in turns, each variant's in one block
+                "blocked": Path("studies/blocked/aa-cpu.jsonl")}
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,30 @@ def spread_sources_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def speedup_spreads(runs: list[dict]) -> dict[str, float]:
+    """Per variant in every run: the standard deviation of its log speedup over the runs."""
+    if len(runs) < 3:
+        return {}
+    return {case_id: _log_sd([run["cases"][case_id]["speedup"] for run in runs]) for case_id, case in runs[0]["cases"].items()
+            if case["speedup"] and all(run["cases"].get(case_id, {}).get("speedup") for run in runs)}
+
+
+def timing_table(blocked: list[dict], turns: list[dict]) -> str:
+    """The run-to-run spread of each variant's speedup, timed in blocks (the gate before) and in turns (now)."""
+    before, now = speedup_spreads(blocked), speedup_spreads(turns)
+    shared = sorted(set(before) & set(now), key=lambda case_id: -before[case_id])
+    if not shared:
+        return "too few A/A runs of both kinds to compare"
+    lines = [f"{len(blocked)} A/A runs in blocks ({blocked[0]['at'][:10]} to {blocked[-1]['at'][:10]}), {len(turns)} in turns "
+             f"({turns[0]['at'][:10]} to {turns[-1]['at'][:10]}); the spread is the standard deviation of the log speedup "
+             "over a kind's runs", "",
+             "| variant | in blocks | in turns |", "| --- | ---: | ---: |"]
+    lines += [f"| {md_cell(f'`{case_id}`')} | {100 * before[case_id]:.1f}% | {100 * now[case_id]:.1f}% |" for case_id in shared]
+    medians = [statistics.median(spreads[c] for c in shared) for spreads in (before, now)]
+    lines.append(f"| **median of the {len(shared)} variants** | **{100 * medians[0]:.1f}%** | **{100 * medians[1]:.1f}%** |")
+    return "\n".join(lines)
+
+
 def paired_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy = GatePolicy()) -> str:
     """Per variant timed again in pairs on A/A runs: its change vs the baseline in its own rounds and in the pairs,
     against the limit its stored noise sets (the pairs only ever judge a regression that the rounds found)."""
@@ -438,7 +465,8 @@ def injection_table(runs: list[dict]) -> str:
 
 
 def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
-    aa, slowdowns, injections, pairs = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs"))
+    aa, slowdowns, injections, pairs, blocked = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs",
+                                                                                     "blocked"))
     noise = stored_noise(baseline) if baseline.exists() else {}
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
@@ -455,10 +483,15 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "not learn from (each run against the other runs), it raises this many false alarms:", "",
         noise_table(aa), "",
         "### Where the spread comes from", "",
-        "A speedup is the reference's median time over the variant's, each measured in its own minute of the run. "
-        "Per variant, over the A/A runs: the spread of the speedup, of each median, how far the two medians move "
-        "together, and the median spread of one variant's rounds within a run:", "",
+        "A speedup is the reference's median time over the variant's. The gate times a case's reference and "
+        "variants in turns (3 cycles, each variant's rounds spread over them), so the two medians come from the "
+        "same minutes. Per variant, over the A/A runs: the spread of the speedup, of each median, how far the two "
+        "medians move together, and the median spread of one variant's rounds within a run:", "",
         spread_sources_table(aa), "",
+        "### In turns against in blocks", "",
+        f"Before, the gate timed all of the reference's rounds and then all of each variant's (`{logs['blocked']}`, "
+        "and docs/gate-study-blocked.md). The same variants' run-to-run spread of speedup, timed each way:", "",
+        timing_table(blocked, aa), "",
         "### The paired re-timing", "",
         "A speed regression that a variant's rounds show is timed again in pairs before it fails "
         "(`--bench-confirm-pairs`, 3): a reference round, then the variant's, taking the median of the pairs' "
