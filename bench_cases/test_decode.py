@@ -25,6 +25,6 @@ def test_decode(bench, batch):
         decoding = {"kv_cache": "on", "batching": "dynamic" if batch > 1 else "1", **variant}
         return run_eval(model, tokenizer, items, EvalSettings.from_variant(decoding, max_new_tokens=128, token_budget=1 << 16))
 
-    # the warm-up is a whole run: the first rounds of the reference were its slowest (18.3 s against 10.8 and 11.1 on
-    # the 1B profile), paying for each kernel's first launch
+    # the warm-up is a whole run: without one, the reference's first round was its slowest (18.3 s against 10.8 and
+    # 11.1 on the 1B profile)
     bench.run(group=f"decode-batch{batch}", pipeline=pipeline, warm_up=pipeline)
