@@ -62,9 +62,9 @@ class Speedup:
 class Confirmation:
     """A speed regression timed again in pairs, a reference round and then the variant's, before it may fail.
 
-    The speedup is the median of the pairs' ratios: a machine that changes speed over the minutes slows both
-    rounds of a pair alike, where the blocked rounds of the first measurement (all the reference's, then all the
-    variant's) take the change as a speedup change (`harness.studies.pairing_study`).
+    The speedup is the median of the pairs' ratios: a machine that changes speed slows both rounds of a pair
+    alike. The first measurement takes a case's variants in turns, but the turns of a case with many variants
+    span minutes, where a pair's two rounds follow one another (`harness.studies.pairing_study`).
     """
 
     pairs: list[list[float]]  # [reference seconds, variant seconds] of each pair
