@@ -44,7 +44,7 @@ TOGGLES: dict[str, Toggle] = {
         Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", RUN, TOLERANCE, _ALL,
                "attention implementation"),
         Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization"),
-        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, frozenset({"eval", "scoring"}),
+        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, frozenset({"eval", "scoring", "search"}),
                "static KV cache + torch.compile"),
     )
 }

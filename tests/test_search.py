@@ -42,6 +42,17 @@ def _small(**overrides) -> SearchSettings:
     return SearchSettings(**{"max_new_tokens": 20, "num_rollouts": 5, **overrides})
 
 
+def _assert_same_tree(got, expected) -> None:
+    assert (got.text, got.reward) == (expected.text, expected.reward)
+    for expected_node, node in zip(_nodes(expected.root), _nodes(got.root), strict=True):
+        assert node.token_ids == expected_node.token_ids
+        assert [c.token_ids[-1] for c in node.children] == [c.token_ids[-1] for c in expected_node.children]
+        assert node.visits == expected_node.visits
+        assert node.value == pytest.approx(expected_node.value, abs=1e-6)  # log-priors agree to ~1e-6
+        if expected_node.logits is not None:
+            torch.testing.assert_close(node.logits, expected_node.logits, atol=1e-4, rtol=0)
+
+
 # --- kv_cache and batching: the same tree as the naive search -----------------------------------
 
 
@@ -58,17 +69,27 @@ def test_cached_batched_search_builds_the_naive_tree(loaded, item_seed, expansio
     naive = search_item(loaded.model, loaded.tokenizer, item, _small(**common), digit_share)
     fast = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batched_rollouts=True, **common), digit_share)
 
-    assert (fast.text, fast.reward) == (naive.text, naive.reward)
-    for slow_node, fast_node in zip(_nodes(naive.root), _nodes(fast.root), strict=True):
-        assert fast_node.token_ids == slow_node.token_ids
-        assert [c.token_ids[-1] for c in fast_node.children] == [c.token_ids[-1] for c in slow_node.children]
-        assert fast_node.visits == slow_node.visits
-        assert fast_node.value == pytest.approx(slow_node.value, abs=1e-6)  # log-priors agree to ~1e-6
-        if slow_node.logits is not None:
-            torch.testing.assert_close(fast_node.logits, slow_node.logits, atol=1e-4, rtol=0)
+    _assert_same_tree(fast, naive)
     same_work = ("rollouts", "expansions", "nodes", "max_depth", "generated_tokens", "prompt_tokens")
     assert {k: fast.counters[k] for k in same_work} == {k: naive.counters[k] for k in same_work}
     assert fast.counters["recomputed_tokens"] == 0 < naive.counters["recomputed_tokens"]
+
+
+@_SLOW_OK
+@given(item_seed=st.integers(0, 10_000), batched=st.booleans(), early_stop=st.booleans())
+def test_rollouts_in_the_static_cache_loop_build_the_tree_generate_builds(loaded, item_seed, batched, early_stop):
+    # compile=on samples its rollouts in the static-cache loop (compiled on a GPU only, so here as plain Python)
+    item = generate_suite("math", n=1, seed=item_seed)[0]
+    common = dict(kv_cache=True, batched_rollouts=batched, early_stop=early_stop, seed=item_seed)
+    cached = search_item(loaded.model, loaded.tokenizer, item, _small(**common), digit_share)
+    static = search_item(loaded.model, loaded.tokenizer, item, _small(compile=True, **common), digit_share)
+
+    _assert_same_tree(static, cached)
+    same_work = ("rollouts", "expansions", "nodes", "max_depth", "generated_tokens", "padded_steps", "prompt_tokens")
+    assert {k: static.counters[k] for k in same_work} == {k: cached.counters[k] for k in same_work}
+    # a rollout prefills its path into its own static cache instead of resuming the parent's
+    assert static.counters["recomputed_tokens"] > 0 == cached.counters["recomputed_tokens"]
+    assert all(node.cache is None for node in _nodes(static.root))
 
 
 @_SLOW_OK
@@ -196,6 +217,9 @@ def test_settings_read_the_variant():
     settings = SearchSettings.from_variant({"kv_cache": "on", "batching": "dynamic", "early_stop": "off"}, 64)
     assert (settings.kv_cache, settings.batched_rollouts, settings.early_stop, settings.max_new_tokens) == (True, True, False, 64)
     assert not SearchSettings.from_variant({"batching": "1"}, 64).batched_rollouts
+    assert SearchSettings.from_variant({"kv_cache": "on", "compile": "on"}, 64).compile
+    with pytest.raises(ValueError, match="compile=on needs kv_cache=on"):
+        SearchSettings.from_variant({"kv_cache": "off", "compile": "on"}, 64)
 
 
 def test_sequential_rollouts_resume_the_cache_in_place_and_copy_for_siblings(loaded):

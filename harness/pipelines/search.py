@@ -11,6 +11,9 @@ Toggles read here, each a separate code path over the same work:
 - batching: the sibling rollouts of one expansion run in one `generate` call (equal lengths, so no
   padding) instead of one call each.
 - early_stop: rollouts stop at EOS or a completed answer instead of running to the depth limit.
+- compile (needs kv_cache): rollouts decode in the static-cache loop of `static_greedy`, its step compiled into
+  CUDA graphs, instead of generate's. A rollout prefills its path into the static cache in one forward pass
+  rather than resuming the parent's cache (the `recomputed_tokens` counter shows it); nodes keep no caches.
 
 Sampling is made independent of the schedule: every rollout draws its Gumbel noise from its own seed
 and position, so batched, sequential, cached and recomputed searches build the same tree (in fp32).
@@ -36,7 +39,8 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 
-from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes
+from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends
+from harness.pipelines.static_greedy import decode_static
 from harness.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
@@ -70,6 +74,16 @@ class SearchSettings:
     kv_cache: bool = False
     batched_rollouts: bool = False
     early_stop: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compile and not self.kv_cache:
+            raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
+
+    @property
+    def resumes_caches(self) -> bool:
+        """Whether rollouts resume their parent's cache; with compile they fill a static cache of their own."""
+        return self.kv_cache and not self.compile
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> SearchSettings:
@@ -79,6 +93,7 @@ class SearchSettings:
             kv_cache=variant.get("kv_cache", "off") == "on",
             batched_rollouts=variant.get("batching", "1") != "1",
             early_stop=variant.get("early_stop", "off") == "on",
+            compile=variant.get("compile", "off") == "on",
             **overrides,
         )
 
@@ -168,10 +183,12 @@ class GumbelNoise(LogitsProcessor):
     def __init__(self, seeds: list[int], steps: int, vocab_size: int, start: int, device: torch.device) -> None:
         noise = []
         for seed in seeds:
-            generator = torch.Generator().manual_seed(seed)
-            uniform = torch.rand((steps, vocab_size), generator=generator, dtype=torch.float64)
+            # Drawn where the model runs: on a GPU, steps x a 128k vocabulary drawn on the host costs more than
+            # the rollout. The draw is then the device's generator's (the same on every GPU, not the CPU's).
+            generator = torch.Generator(device=device).manual_seed(seed)
+            uniform = torch.rand((steps, vocab_size), generator=generator, dtype=torch.float64, device=device)
             noise.append(-torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-12))))
-        self.noise = torch.stack(noise).to(device=device, dtype=torch.float32)
+        self.noise = torch.stack(noise).to(dtype=torch.float32)
         self.start = start
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -187,10 +204,10 @@ def _rollout_seed(settings: SearchSettings, item: TaskItem, rollout: int) -> int
 @torch.no_grad()
 def _prefill_root(model, tokenizer, item: TaskItem, settings: SearchSettings) -> Node:
     ids = tokenizer(item.prompt)["input_ids"]
-    output = model(input_ids=torch.tensor([ids], device=model.device), use_cache=settings.kv_cache)
+    output = model(input_ids=torch.tensor([ids], device=model.device), use_cache=settings.resumes_caches)
     root = Node(token_ids=list(ids), log_prob=0.0, depth=0)
     root.logits = output.logits[0, -1].float()
-    root.cache = output.past_key_values if settings.kv_cache else None
+    root.cache = output.past_key_values if settings.resumes_caches else None
     return root
 
 
@@ -210,23 +227,15 @@ class Rollout:
     generated_tokens: int  # tokens sampled after the child, up to its end
 
 
-@torch.no_grad()
-def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[int], item: TaskItem,
-              prompt_width: int, settings: SearchSettings, counters: dict[str, int]) -> list[Rollout]:
-    """Sample one continuation per child in one `generate` call; give each child its logits (and cache)."""
-    width = len(children[0].token_ids)
-    steps = settings.max_new_tokens - children[0].depth
-    if settings.rollout_max_new_tokens is not None:
-        steps = min(steps, settings.rollout_max_new_tokens)
-    input_ids = torch.tensor([c.token_ids for c in children], device=model.device)
-    cache = _resume_cache(parent, len(children)) if settings.kv_cache else None
-    tracker = RowTracker(tokenizer, prompt_width, [item.answer_type] * len(children), stop=settings.early_stop)
-    warpers = [
-        TemperatureLogitsWarper(settings.rollout_temperature),
-        TopKLogitsWarper(settings.rollout_top_k),
-        TopPLogitsWarper(settings.rollout_top_p),
-        GumbelNoise(seeds, steps, model.config.vocab_size, width, model.device),
-    ]
+@dataclass
+class Samples:
+    sequences: torch.Tensor  # the children's paths and their continuations, [rows, width + steps run]
+    first_logits: torch.Tensor  # each child's raw next-token logits, [rows, vocab]
+    ends: list[int | None]  # per row, the new tokens after the prompt up to and including the answer's end
+    cache: Cache | None  # generate's cache of the rows, to keep for the children (kv_cache without compile)
+
+
+def _sample_with_generate(model, tokenizer, input_ids, cache, steps, warpers, tracker, settings) -> Samples:
     output = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -241,20 +250,53 @@ def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[
         return_dict_in_generate=True,
         output_logits=True,
     )
-    sequences = output.sequences
+    return Samples(output.sequences, output.logits[0], tracker.ends, output.past_key_values if settings.kv_cache else None)
+
+
+def _sample_static(model, tokenizer, input_ids, steps, warpers, tracker, settings) -> Samples:
+    """The same draws in the static-cache loop. Without early_stop nothing stops a row, and the ends are read
+    afterwards, so that no step waits on the GPU to look at its tokens."""
+    decoded = decode_static(model, input_ids, torch.ones_like(input_ids), steps,
+                            stopping=tracker if settings.early_stop else None, processors=LogitsProcessorList(warpers))
+    ends = tracker.ends if settings.early_stop else first_eos_ends(decoded.tokens[:, tracker.prompt_width:], tokenizer.eos_token_id)
+    return Samples(decoded.tokens, decoded.first_logits, ends, None)
+
+
+@torch.no_grad()
+def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[int], item: TaskItem,
+              prompt_width: int, settings: SearchSettings, counters: dict[str, int]) -> list[Rollout]:
+    """Sample one continuation per child in one call; give each child its logits (and cache)."""
+    width = len(children[0].token_ids)
+    steps = settings.max_new_tokens - children[0].depth
+    if settings.rollout_max_new_tokens is not None:
+        steps = min(steps, settings.rollout_max_new_tokens)
+    input_ids = torch.tensor([c.token_ids for c in children], device=model.device)
+    tracker = RowTracker(tokenizer, prompt_width, [item.answer_type] * len(children), stop=settings.early_stop)
+    warpers = [
+        TemperatureLogitsWarper(settings.rollout_temperature),
+        TopKLogitsWarper(settings.rollout_top_k),
+        TopPLogitsWarper(settings.rollout_top_p),
+        GumbelNoise(seeds, steps, model.config.vocab_size, width, model.device),
+    ]
+    if settings.compile:
+        samples = _sample_static(model, tokenizer, input_ids, steps, warpers, tracker, settings)
+    else:
+        cache = _resume_cache(parent, len(children)) if settings.kv_cache else None
+        samples = _sample_with_generate(model, tokenizer, input_ids, cache, steps, warpers, tracker, settings)
+    sequences = samples.sequences
     ran = sequences.shape[1] - width
     rollouts = []
     for row, child in enumerate(children):
-        child.logits = output.logits[0][row].float()
+        child.logits = samples.first_logits[row].float()
         path = width - prompt_width
-        end = tracker.ends[row] or (path + ran)
+        end = samples.ends[row] or (path + ran)
         text = tokenizer.decode(sequences[row, prompt_width : prompt_width + end], skip_special_tokens=True)
-        stopped = settings.early_stop and tracker.ends[row] is not None
-        rollouts.append(Rollout(text, tracker.ends[row] - path if stopped else ran))
+        stopped = settings.early_stop and samples.ends[row] is not None
+        rollouts.append(Rollout(text, samples.ends[row] - path if stopped else ran))
     counters["fed_tokens"] += len(children) * ran
     counters["padded_steps"] += len(children) * ran - sum(r.generated_tokens for r in rollouts)
-    if settings.kv_cache:
-        _keep_child_caches(parent, children, output.past_key_values, width)
+    if samples.cache is not None:
+        _keep_child_caches(parent, children, samples.cache, width)
     return rollouts
 
 

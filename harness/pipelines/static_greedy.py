@@ -1,4 +1,6 @@
-"""Greedy decoding with a static KV cache and the one-token step compiled into CUDA graphs (compile=on).
+"""Decoding with a static KV cache and the one-token step compiled into CUDA graphs (compile=on).
+
+Greedy for eval and scoring; search samples its rollouts with it through seeded noise among the logits processors.
 
 transformers' `generate` compiles the same step for a static cache, but its loop asks the GPU after every step
 whether all rows have finished. The host then waits out each step before it queues the next, and at batch 1 a
@@ -13,9 +15,10 @@ It runs the model's own forward (transformers' attention, cache and masks); only
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
-from transformers import CompileConfig, StaticCache, StoppingCriteria
+from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
 
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
 CACHE_LENGTH_STEP = 128
@@ -50,12 +53,20 @@ def _forward_arguments(model, cache: StaticCache, start: torch.Tensor) -> dict:
     return arguments
 
 
+@dataclass
+class StaticDecode:
+    tokens: torch.Tensor  # prompt and continuation, [rows, width + steps]
+    first_logits: torch.Tensor  # the raw next-token logits after the prompt, [rows, vocab], fp32
+
+
 @torch.no_grad()
-def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  stopping: StoppingCriteria | None = None, compiled: bool | None = None) -> torch.Tensor:
-    """Prompt and greedy continuation, [rows, width + steps]: `max_new_tokens` steps, fewer only where
-    `stopping` says every row is done. Rows are left-padded; EOS does not stop a row (as generate with
-    eos_token_id=None): the caller reads each answer up to its end. The step is compiled on a GPU (CUDA graphs
+def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                  stopping: StoppingCriteria | None = None, processors: LogitsProcessorList | None = None,
+                  compiled: bool | None = None) -> StaticDecode:
+    """Decode `max_new_tokens` steps, fewer only where `stopping` says every row is done, each token the argmax of
+    the step's fp32 logits after `processors` (none: greedy; seeded Gumbel noise among them: sampling), as generate
+    with do_sample=False and these logits processors. Rows are left-padded; EOS does not stop a row (as generate
+    with eos_token_id=None): the caller reads each answer up to its end. The step is compiled on a GPU (CUDA graphs
     are what it is for) and runs as plain Python elsewhere, unless `compiled` says otherwise."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -75,13 +86,17 @@ def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     # The prefill runs eagerly: its shape changes with the prompt.
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                    **_forward_arguments(model, cache, start)).logits
+    first_logits = logits[:, -1].float()
     step = model.get_compiled_call(COMPILE_CONFIG) if compiled else model.__call__
     # The step's inputs, updated in place: the compiled step sees the same tensors every time.
     token, position, at = torch.empty_like(input_ids[:, :1]), positions[:, -1:] + 1, start[-1:] + 1
     arguments = _forward_arguments(model, cache, at)
     done = 0
     while True:
-        token.copy_(logits[:, -1:].argmax(-1))
+        scores = logits[:, -1].float()  # as generate: processors see fp32, and fp32 keeps a bf16 argmax
+        if processors is not None:
+            scores = processors(tokens[:, : width + done], scores)
+        token.copy_(scores.argmax(-1, keepdim=True))
         tokens[:, width + done] = token[:, 0]
         done += 1
         if done == max_new_tokens or (stopping is not None and bool(stopping(tokens[:, : width + done], None).all())):
@@ -91,7 +106,13 @@ def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         logits = step(input_ids=token, attention_mask=mask, position_ids=position, **arguments).logits
         position += 1
         at += 1
-    return tokens[:, : width + done]
+    return StaticDecode(tokens[:, : width + done], first_logits)
 
 
-__all__ = ["CACHE_LENGTH_STEP", "COMPILE_CONFIG", "cache_length", "greedy_static"]
+def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                  stopping: StoppingCriteria | None = None, compiled: bool | None = None) -> torch.Tensor:
+    """Prompt and greedy continuation, [rows, width + steps] (see `decode_static`)."""
+    return decode_static(model, input_ids, attention_mask, max_new_tokens, stopping, compiled=compiled).tokens
+
+
+__all__ = ["CACHE_LENGTH_STEP", "COMPILE_CONFIG", "StaticDecode", "cache_length", "decode_static", "greedy_static"]
