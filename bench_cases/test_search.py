@@ -10,10 +10,12 @@ TOGGLES = {
     "batching": ["dynamic"],  # the sibling rollouts of an expansion in one generate call
     "early_stop": ["on"],
     "attention": ["sdpa"],
-}  # quantization runs on GPU only (gpu_toggles): on CPU, bitsandbytes is slow
+}
+# on a GPU only: bitsandbytes is slow on a CPU, and compile's CUDA graphs need CUDA
+GPU_TOGGLES = {"quantization": ["nf4"], "compile": ["on"]}
 
 
-@pytest.mark.bench(pipeline="search", toggles=TOGGLES, gpu_toggles={"quantization": ["nf4"]})
+@pytest.mark.bench(pipeline="search", toggles=TOGGLES, gpu_toggles=GPU_TOGGLES)
 # "aime" runs the same way (longer answers, 96 new tokens); it adds about two minutes on a 2-core CPU.
 @pytest.mark.parametrize("suite", ["math"])
 def test_search(bench, suite):

@@ -2,6 +2,7 @@
 
     python -m harness.studies.search_study speedup --suite aime --n 4 --rounds 3
         naive search vs kv_cache + batched rollouts on the same run: time, the same tree, counters
+        (`--compile`: also with compile=on, rollouts in the static-cache loop compiled into CUDA graphs)
     python -m harness.studies.search_study budget --suite aime --n 200 --budgets 5 10 20
         search accuracy vs greedy accuracy on the same items, per rollout budget and reward
 
@@ -42,12 +43,10 @@ class SpeedupFigures:
     suite: str
     items: int
     rollouts: int
-    naive_seconds: list[float]
-    fast_seconds: list[float]
-    speedup: float  # median naive / median fast
-    same_trees: bool
-    naive_counters: dict[str, int]
-    fast_counters: dict[str, int]
+    seconds: dict[str, list[float]]  # per side (naive, fast, and with --compile compiled), each round
+    speedups: dict[str, float]  # median naive / median of the side
+    same_trees: dict[str, bool]  # per side: the naive search's tree and answers, node for node
+    counters: dict[str, dict[str, int]]
 
 
 def _tree_signature(result) -> list[tuple]:
@@ -65,39 +64,49 @@ def _timed_search(model, tokenizer, items, settings):
     return time.perf_counter() - start, results
 
 
-def speedup(model, tokenizer, suite: str, n: int, rollouts: int, rounds: int) -> SpeedupFigures:
+def speedup(model, tokenizer, suite: str, n: int, rollouts: int, rounds: int, compiled: bool = False) -> SpeedupFigures:
     items = generate_suite(suite, n, seed=0)
     naive = SearchSettings(SUITES[suite].max_new_tokens, num_rollouts=rollouts)
-    fast = replace(naive, kv_cache=True, batched_rollouts=True)
-    _timed_search(model, tokenizer, items[:1], replace(fast, num_rollouts=2))  # warm-up
-    seconds: dict[str, list[float]] = {"naive": [], "fast": []}
-    for _ in range(rounds):  # interleaved, so drift in the machine's speed hits both alike
-        naive_time, naive_results = _timed_search(model, tokenizer, items, naive)
-        fast_time, fast_results = _timed_search(model, tokenizer, items, fast)
-        seconds["naive"].append(naive_time)
-        seconds["fast"].append(fast_time)
-    same = all(_tree_signature(a) == _tree_signature(b) for a, b in zip(naive_results, fast_results))
+    sides = {"naive": naive, "fast": replace(naive, kv_cache=True, batched_rollouts=True)}
+    if compiled:
+        sides["compiled"] = replace(sides["fast"], compile=True)
+    for settings in sides.values():  # warm-up; the compiled side's records its CUDA graphs for every batch size
+        _timed_search(model, tokenizer, items if settings.compile else items[:1], settings)
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    results: dict[str, list] = {}
+    for _ in range(rounds):  # interleaved, so drift in the machine's speed hits every side alike
+        for name, settings in sides.items():
+            elapsed, results[name] = _timed_search(model, tokenizer, items, settings)
+            seconds[name].append(elapsed)
+    naive_signature = [_tree_signature(r) for r in results["naive"]]
     return SpeedupFigures(
-        suite, n, rollouts, seconds["naive"], seconds["fast"],
-        statistics.median(seconds["naive"]) / statistics.median(seconds["fast"]), same,
-        total_counters(naive_results), total_counters(fast_results),
+        suite, n, rollouts, seconds,
+        {name: statistics.median(seconds["naive"]) / statistics.median(times) for name, times in seconds.items()},
+        {name: [_tree_signature(r) for r in side] == naive_signature for name, side in results.items()},
+        {name: total_counters(side) for name, side in results.items()},
     )
 
 
 def speedup_table(figures: SpeedupFigures) -> str:
+    names = list(figures.seconds)
     lines = [
         f"search on {figures.items} {figures.suite} items, {figures.rollouts} rollouts each; "
-        f"naive = no cache, one rollout per call; fast = kv_cache + batched rollouts",
+        "naive = no cache, one rollout per call; fast = kv_cache + batched rollouts; "
+        "compiled = fast with compile=on (rollouts in the static-cache loop, CUDA graphs)",
         "",
-        "| | naive | fast |",
-        "| --- | ---: | ---: |",
-        f"| median seconds ({len(figures.naive_seconds)} rounds) | {statistics.median(figures.naive_seconds):.2f} | "
-        f"{statistics.median(figures.fast_seconds):.2f} |",
+        "| | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+        f"| median seconds ({len(figures.seconds['naive'])} rounds) | "
+        + " | ".join(f"{statistics.median(figures.seconds[n]):.2f}" for n in names) + " |",
+        "| speedup over naive | " + " | ".join(f"{figures.speedups[n]:.2f}x" for n in names) + " |",
+        "| the naive tree and answers | " + " | ".join("same" if figures.same_trees[n] else "differ" for n in names) + " |",
     ]
-    for name in figures.naive_counters:
-        marker = "" if name not in _SAME_WORK or figures.naive_counters[name] == figures.fast_counters[name] else " (differs!)"
-        lines.append(f"| {name} | {figures.naive_counters[name]} | {figures.fast_counters[name]}{marker} |")
-    lines += ["", f"speedup {figures.speedup:.2f}x, identical trees and answers: {figures.same_trees}"]
+    for counter, naive_value in figures.counters["naive"].items():
+        cells = []
+        for name in names:
+            value = figures.counters[name][counter]
+            cells.append(f"{value}" + (" (differs!)" if counter in _SAME_WORK and value != naive_value else ""))
+        lines.append(f"| {counter} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first", type=int, default=0, help="budget: skip this many items (to split a run into parts)")
     parser.add_argument("--rollouts", type=int, default=10, help="speedup: rollouts per item")
     parser.add_argument("--rounds", type=int, default=3, help="speedup: timed rounds of each")
+    parser.add_argument("--compile", action="store_true", help="speedup: also time compile=on (a CUDA device)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=tuple(REWARDS))
     parser.add_argument("--model", default="embedded", help="embedded, a model directory or a speed profile (random:<arch>)")
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     loaded = load_model(LoadSpec(args.model, args.device, default_dtype(args.device), "none"))
     if args.study == "speedup":
-        figures = speedup(loaded.model, loaded.tokenizer, args.suite, args.n or 4, args.rollouts, args.rounds)
+        figures = speedup(loaded.model, loaded.tokenizer, args.suite, args.n or 4, args.rollouts, args.rounds, args.compile)
         print(speedup_table(figures))
         result = asdict(figures)
     else:
