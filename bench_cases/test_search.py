@@ -10,19 +10,29 @@ TOGGLES = {
     "batching": ["dynamic"],  # the sibling rollouts of an expansion in one generate call
     "early_stop": ["on"],
     "attention": ["sdpa"],
-}
-# on a GPU only: bitsandbytes is slow on a CPU, and compile's CUDA graphs need CUDA
-GPU_TOGGLES = {"quantization": ["nf4"], "compile": ["on"]}
+}  # quantization runs on GPU only (gpu_toggles): on CPU, bitsandbytes is slow
+ALL_ON = {"kv_cache": "on", "batching": "dynamic", "early_stop": "on", "attention": "sdpa"}
 
 
-@pytest.mark.bench(pipeline="search", toggles=TOGGLES, gpu_toggles=GPU_TOGGLES)
-# "aime" runs the same way (longer answers, 96 new tokens); it adds about two minutes on a 2-core CPU.
-@pytest.mark.parametrize("suite", ["math"])
-def test_search(bench, suite):
+def run_case(bench, suite, group, fixed=None):
     items = generate_suite(suite, n=2, seed=0)
 
     def pipeline(model, tokenizer, variant, items=items, rollouts=4):
-        settings = SearchSettings.from_variant(variant, SUITES[suite].max_new_tokens, num_rollouts=rollouts)
+        settings = SearchSettings.from_variant({**(fixed or {}), **variant}, SUITES[suite].max_new_tokens, num_rollouts=rollouts)
         return run_search(model, tokenizer, items, settings)
 
-    bench.run(group=suite, pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, items[:1], rollouts=2))
+    bench.run(group=group, pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, items[:1], rollouts=2))
+
+
+@pytest.mark.bench(pipeline="search", toggles=TOGGLES, gpu_toggles={"quantization": ["nf4"]})
+# "aime" runs the same way (longer answers, 96 new tokens); it adds about two minutes on a 2-core CPU.
+@pytest.mark.parametrize("suite", ["math"])
+def test_search(bench, suite):
+    run_case(bench, suite, group=suite)
+
+
+@pytest.mark.gpu
+@pytest.mark.bench(pipeline="search", toggles={"compile": ["on"]})
+def test_search_compiled(bench):
+    # all on, with the rollouts sampled in the compiled static-cache loop against generate's
+    run_case(bench, "math", group="math-compiled", fixed=ALL_ON)
