@@ -312,6 +312,15 @@ def record_of(baseline: BaselineFile, case_id: str) -> CaseRecord | None:
     return _parse_case(baseline.path or Path(f"<baseline {baseline.device_class}/{baseline.model_id}>"), case_id, entry)
 
 
+def noise_for_cpu(noise: SpeedNoise | None, cpu: str | None) -> SpeedNoise | None:
+    """The stored noise where this run's CPU is the one it was learned on; None (the factor rule judges) on
+    another. Another CPU's kernels move speedups by more than its noise: bitsandbytes' nf4 variants of the eval
+    case lost 25-45% of their speedup from an AMD EPYC to an Intel Xeon."""
+    if noise is None or not cpu or not noise.learned_on or noise.learned_on == cpu:
+        return noise
+    return None
+
+
 def speed_noise_of(baseline: BaselineFile, case_id: str) -> SpeedNoise | None:
     """The A/A speed noise stored with a case, or None when it has not been measured."""
     entry = baseline.cases.get(case_id)

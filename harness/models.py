@@ -270,6 +270,17 @@ def device_class(device: str, gpus: int = 1) -> str:
     return f"{slug}x{gpus}" if gpus > 1 else slug
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): speedups are only comparable on one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def fingerprint(device: str, placement: Placement | None = None) -> dict:
     """The environment a measurement was taken in: versions and hardware, no paths or secrets; with a device
     map, its setting and the GPUs it spans (the device class says how many)."""
@@ -282,6 +293,7 @@ def fingerprint(device: str, placement: Placement | None = None) -> dict:
         "transformers": _version("transformers"),
         "bitsandbytes": _version("bitsandbytes"),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }

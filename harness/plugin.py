@@ -19,7 +19,7 @@ import torch
 from harness import toggles as toggle_registry
 from harness import workers
 from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
-                              scrub_paths, speed_noise_of)
+                              noise_for_cpu, scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import (CaseFailure, TimeBudget, failing_cleanly_on_oom, is_out_of_memory, out_of_memory_failure,
@@ -403,7 +403,15 @@ class BenchSession:
             raise self.baseline
         if self.baseline is None:
             return None, None
-        return record_of(self.baseline, case_id), speed_noise_of(self.baseline, case_id)
+        return record_of(self.baseline, case_id), noise_for_cpu(speed_noise_of(self.baseline, case_id), self.fingerprint.get("cpu"))
+
+    def noise_learned_elsewhere(self) -> set[str]:
+        """The CPUs other than this run's that the baseline's stored speed noise was learned on (set aside here)."""
+        if not isinstance(self.baseline, BaselineFile):
+            return set()
+        here = self.fingerprint.get("cpu")
+        learned = {noise.learned_on for case_id in self.baseline.cases if (noise := speed_noise_of(self.baseline, case_id))}
+        return {cpu for cpu in learned if cpu and here and cpu != here}
 
 
 @dataclass
@@ -809,6 +817,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                                 f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
                                 f"{_threads_line(bench_session)}")
     terminalreporter.write_line(terminal_table(bench_session.diff))
+    for cpu in sorted(bench_session.noise_learned_elsewhere()):
+        terminalreporter.write_line(f"the baseline's speed noise was learned on {cpu}, this run is on "
+                                    f"{bench_session.fingerprint.get('cpu')}: speedups are judged by the factor rule "
+                                    "(--bench-speed-factor) instead")
     for line in _confirmation_lines(bench_session.diff):
         terminalreporter.write_line(line)
     for path in config.getoption("--bench-report"):

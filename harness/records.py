@@ -5,6 +5,8 @@ Plain dataclasses with `to_dict` / `from_dict`, so records travel as JSON (never
 
 from __future__ import annotations
 
+import re
+
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -87,9 +89,18 @@ class SpeedNoise:
     spread: float  # its standard deviation
     runs: int  # how many A/A runs it was learned from
     measured: str  # when and where, e.g. "2026-12-01, AMD EPYC (2 cores)"
+    cpu: str = ""  # the CPU's model name it was learned on; "" in entries stored before it was kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def learned_on(self) -> str:
+        """The CPU the noise was learned on, read from `measured` in entries that predate `cpu`."""
+        if self.cpu:
+            return self.cpu
+        match = re.search(r",\s*([^,]+?)\s*\(\d+ cores?\)\s*$", self.measured)
+        return match.group(1) if match else ""
 
 
 @dataclass

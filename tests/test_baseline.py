@@ -418,6 +418,20 @@ def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_
         store_speed_noise(path, DEVICE, MODEL, {"eval[gpqa]": noise}, "A/A runs")
 
 
+def test_speed_noise_applies_on_the_cpu_it_was_learned_on() -> None:
+    from harness.baseline import noise_for_cpu
+    from harness.records import SpeedNoise
+
+    stored_before = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="2026-12-01 to 2026-12-01, AMD EPYC (2 cores)")
+    assert stored_before.learned_on == "AMD EPYC"  # read from `measured` where `cpu` was not kept
+    learned = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="x", cpu="Intel(R) Xeon(R) Processor")
+    for noise, cpu in ((stored_before, "AMD EPYC"), (learned, "Intel(R) Xeon(R) Processor")):
+        assert noise_for_cpu(noise, cpu) is noise
+        assert noise_for_cpu(noise, "Another CPU") is None
+        assert noise_for_cpu(noise, None) is noise  # a run that does not say its CPU keeps the noise
+    assert noise_for_cpu(None, "AMD EPYC") is None
+
+
 @pytest.mark.parametrize("entry", [{"center": 0.0}, {"center": "x", "spread": 0.1, "runs": 5, "measured": ""},
                                    {"center": 0.0, "spread": -1.0, "runs": 5, "measured": ""}])
 def test_bad_speed_noise_entry_names_the_case_and_the_fix(path: Path, entry: dict) -> None:

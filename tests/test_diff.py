@@ -28,6 +28,7 @@ from diff_fixtures import (
     write_report_json,
 )
 from harness.cli import main
+from harness.records import SpeedNoise
 from harness.diff import EXIT_OK, EXIT_REGRESSED, EXIT_STALE, EXIT_USAGE, MISSING, compare
 from harness.report import markdown_report
 from harness.results import read_results
@@ -55,6 +56,19 @@ def test_a_slowed_variant_regresses_on_its_speedup() -> None:
     assert any(f.metric == "speedup" and f.status == REGRESSED and "32.60x -> 8.15x" in f.message
                for f in case.verdict.findings)
     assert {c.status for c in diff.cases if c.case_id != ALL_ON} == {PASSED}
+
+
+def test_speed_noise_judges_only_on_the_cpu_it_was_learned_on() -> None:
+    # a 30% slower variant: beyond a 2% noise's limit (10%), within the factor rule's 2x
+    tight = SpeedNoise(center=0.0, spread=0.02, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
+    old = recorded()
+    old.speed_noise = {ALL_ON: tight}
+    for cpu, expected in (("AMD EPYC", REGRESSED), ("Intel(R) Xeon(R) Processor", PASSED)):
+        run = slowed(as_run(recorded()), ALL_ON, 1.3)
+        run.fingerprint = {**run.fingerprint, "cpu": cpu}
+        case = next(c for c in compare(old, run).cases if c.case_id == ALL_ON)
+        assert case.status == expected, cpu
+        assert any("A/A noise" in f.message for f in case.verdict.findings) == (cpu == "AMD EPYC")
 
 
 def test_a_slowed_reference_regresses_on_its_own_time_and_its_variants_improve() -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
+from harness.models import cpu_model
 from harness.records import SpeedNoise
 from harness.report.tables import md_cell
 from harness.results import read_results
@@ -88,16 +88,6 @@ def metric_kind(metric: str) -> str:
     if metric in ("fidelity", "decisions", "model"):
         return metric
     return "quality"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --- running the gate ------------------------------------------------------------------------------------
@@ -212,7 +202,7 @@ def caught(run: dict, injection: Injection) -> bool:
 # --- learning the speed noise ------------------------------------------------------------------------------
 
 
-def speed_noise(runs: list[dict], measured: str, min_runs: int = 8) -> dict[str, SpeedNoise]:
+def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "") -> dict[str, SpeedNoise]:
     """Per variant, the mean and standard deviation of log(baseline speedup / run speedup) over A/A runs that
     were judged against the baseline it now has (a case saved again since starts over)."""
     drops: dict[str, list[float]] = {}
@@ -220,7 +210,7 @@ def speed_noise(runs: list[dict], measured: str, min_runs: int = 8) -> dict[str,
         for case_id, case in run["cases"].items():
             if case["speedup"] and case.get("baseline_speedup"):
                 drops.setdefault(case_id, []).append(math.log(case["baseline_speedup"] / case["speedup"]))
-    return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured)
+    return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured, cpu)
             for case_id, values in drops.items() if len(values) >= min_runs}
 
 
@@ -230,11 +220,12 @@ def calibrate(log: Path, baseline: Path) -> dict[str, SpeedNoise]:
     runs = logged_runs(log)
     if not runs:
         raise SystemExit(f"no A/A runs in {log}: run python -m harness.studies.gate_study aa first")
+    runs = [run for run in runs if run["cpu"] == runs[-1]["cpu"]]  # noise holds on the CPU it was learned on
     # Only the runs judged against the baseline records the file holds now.
     matching = [{**run, "cases": {c: v for c, v in run["cases"].items() if v.get("baseline_speedup") == current.get(c)}}
                 for run in runs]
     measured = f"{runs[0]['at'][:10]} to {runs[-1]['at'][:10]}, {runs[-1]['cpu']} ({runs[-1]['fingerprint'].get('cpu_count')} cores)"
-    noise = {c: n for c, n in speed_noise(matching, measured).items() if c in current}
+    noise = {c: n for c, n in speed_noise(matching, measured, cpu=runs[-1]["cpu"]).items() if c in current}
     store_speed_noise(baseline, data["device_class"], data["model_id"], noise,
                       f"speed noise of {len(noise)} variants from the A/A runs in {log}")
     return noise
