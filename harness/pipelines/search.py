@@ -40,6 +40,7 @@ from transformers import (
 from transformers.cache_utils import Cache
 
 from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends
+from harness.pipelines.cache_api import cache_keyword, output_cache
 from harness.pipelines.static_greedy import decode_static
 from harness.progress import advance
 from harness.records import PipelineOutput
@@ -207,7 +208,7 @@ def _prefill_root(model, tokenizer, item: TaskItem, settings: SearchSettings) ->
     output = model(input_ids=torch.tensor([ids], device=model.device), use_cache=settings.resumes_caches)
     root = Node(token_ids=list(ids), log_prob=0.0, depth=0)
     root.logits = output.logits[0, -1].float()
-    root.cache = output.past_key_values if settings.resumes_caches else None
+    root.cache = output_cache(output) if settings.resumes_caches else None
     return root
 
 
@@ -239,7 +240,7 @@ def _sample_with_generate(model, tokenizer, input_ids, cache, steps, warpers, tr
     output = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        past_key_values=cache,
+        **{cache_keyword(model): cache},
         use_cache=settings.kv_cache,
         do_sample=False,  # the Gumbel noise does the sampling, keyed per rollout
         max_new_tokens=steps,
@@ -250,7 +251,7 @@ def _sample_with_generate(model, tokenizer, input_ids, cache, steps, warpers, tr
         return_dict_in_generate=True,
         output_logits=True,
     )
-    return Samples(output.sequences, output.logits[0], tracker.ends, output.past_key_values if settings.kv_cache else None)
+    return Samples(output.sequences, output.logits[0], tracker.ends, output_cache(output) if settings.kv_cache else None)
 
 
 def _sample_static(model, tokenizer, input_ids, steps, warpers, tracker, settings) -> Samples:

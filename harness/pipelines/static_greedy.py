@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
 
+from harness.pipelines.cache_api import cache_keyword
+
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
 CACHE_LENGTH_STEP = 128
 COMPILE_CONFIG = CompileConfig(mode="reduce-overhead")  # torch.compile with CUDA graphs
@@ -45,7 +47,7 @@ def _forward_arguments(model, cache: StaticCache, start: torch.Tensor) -> dict:
     """The cache under the name this transformers version takes, and, where the forward still takes
     `cache_position` (versions before the cache tracked its own length), where the new tokens go."""
     parameters = inspect.signature(model.forward).parameters
-    arguments = {"cache" if "cache" in parameters else "past_key_values": cache, "use_cache": True}
+    arguments = {cache_keyword(model): cache, "use_cache": True}
     if "cache_position" in parameters:
         arguments["cache_position"] = start
     if "logits_to_keep" in parameters:  # the prefill's logits at the last position only
