@@ -86,6 +86,22 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
     assert main(["diff", str(baseline), str(report)]) == 0
 
 
+def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pytester):
+    from harness.baseline import store_speed_noise
+    from harness.records import SpeedNoise
+
+    _write_case(pytester)
+    _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first", "-k", "reference or kv_cache"
+         ).assert_outcomes(passed=3)
+    path = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
+    elsewhere = SpeedNoise(center=0.0, spread=0.0001, runs=8, measured="2026-12-01, Another CPU (2 cores)", cpu="Another CPU")
+    store_speed_noise(path, "cpu", "embedded-reference", {"eval[context_qa|kv_cache=on]": elsewhere}, "A/A runs elsewhere")
+    compared = _run(pytester, "--benchmark", "-k", "reference or kv_cache")
+    compared.assert_outcomes(passed=3)
+    compared.stdout.fnmatch_lines(["the baseline's speed noise was learned on Another CPU, this run is on *: "
+                                   "speedups are judged by the factor rule (--bench-speed-factor) instead"])
+
+
 def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
     _write_case(pytester)
     _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first", "-k", "reference"
