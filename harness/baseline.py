@@ -315,7 +315,7 @@ def record_of(baseline: BaselineFile, case_id: str) -> CaseRecord | None:
 def noise_for_cpu(noise: SpeedNoise | None, cpu: str | None) -> SpeedNoise | None:
     """The stored noise where this run's CPU is the one it was learned on; None (the factor rule judges) on
     another. Another CPU's kernels move speedups by more than its noise: bitsandbytes' nf4 variants of the eval
-    case lost 25-45% of their speedup from an AMD EPYC to an Intel Xeon."""
+    case lost 24-47% of their speedup from an AMD EPYC to an Intel Xeon."""
     if noise is None or not cpu or not noise.learned_on or noise.learned_on == cpu:
         return noise
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -270,6 +271,7 @@ def device_class(device: str, gpus: int = 1) -> str:
     return f"{slug}x{gpus}" if gpus > 1 else slug
 
 
+@functools.cache  # read once: the fingerprint is taken again for every case
 def cpu_model() -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): speedups are only comparable on one."""
     try:

@@ -410,8 +410,8 @@ class BenchSession:
         if not isinstance(self.baseline, BaselineFile):
             return set()
         here = self.fingerprint.get("cpu")
-        learned = {noise.learned_on for case_id in self.baseline.cases if (noise := speed_noise_of(self.baseline, case_id))}
-        return {cpu for cpu in learned if cpu and here and cpu != here}
+        stored = (speed_noise_of(self.baseline, case_id) for case_id in self.baseline.cases)
+        return {noise.learned_on for noise in stored if noise is not None and noise_for_cpu(noise, here) is None}
 
 
 @dataclass
