@@ -32,7 +32,7 @@ from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, d
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
 from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, differing_items
-from harness.roofline import decode_efficiency
+from harness.roofline import decode_efficiency, measured_read_bandwidth
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
@@ -614,7 +614,8 @@ class BenchCase:
         if layout is not None:
             record.metadata["layout"] = layout  # modules per GPU, as accelerate placed them
         if self.session.device == "cuda":
-            efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
+            efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"],
+                                           measured_read_bandwidth())
             if efficiency is not None:
                 record.metadata["decode"] = efficiency.to_dict()
         if not record.is_reference:

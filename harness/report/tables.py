@@ -459,6 +459,8 @@ def timing_label(record: CaseRecord) -> str:
     if isinstance(decode, dict):
         text += (f"; decode {decode['tokens_per_second']:,.0f} tok/s reading {decode['bytes_per_second'] / 1e12:.2f} TB/s, "
                  f"{100 * decode['share']:.1f}% of the {decode['gpu']}'s {decode['peak_bytes_per_second'] / 1e12:.2f} TB/s")
+        if decode.get("measured_share"):  # records before the measured bandwidth have none
+            text += f" ({100 * decode['measured_share']:.1f}% of the {decode['measured_bytes_per_second'] / 1e12:.2f} TB/s it read when measured)"
     return text
 
 

@@ -2,11 +2,18 @@
 
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --mode max-autotune
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --option coordinate_descent_tuning=0
 
-One prompt, greedy, batch 1, with the static-cache loop of compile=on (`harness.pipelines.static_greedy`). The
-loop reads nothing back while it decodes, so the host runs ahead of the GPU: the time until the last step is
-queued ("queued") against the time until the GPU has run it ("done"). Queued well below done means the GPU is
-the bound, not Python; then only faster kernels help.
+One prompt (or `--batch` copies of it), greedy, with the static-cache loop of compile=on
+(`harness.pipelines.static_greedy`). The loop reads nothing back while it decodes, so the host runs ahead of the
+GPU: the time until the last step is queued ("queued") against the time until the GPU has run it ("done").
+Queued well below done means the GPU is the bound, not Python; then only faster kernels help.
+
+By default the step is compiled as compile=on compiles it (`static_greedy.COMPILE_CONFIG`). `--mode` compiles it
+in a torch.compile mode instead; `--option KEY=VALUE` with these inductor options (CUDA graphs kept on), as
+`torch.compile(options=...)`; `coordinate_descent_tuning=0` is the step as compile=on compiled it before it
+turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU reads per second
+(`harness.roofline.measured_read_bandwidth`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from transformers import CompileConfig
 
 from harness.models import LoadSpec, default_dtype, load_model, resolve_device
 from harness.pipelines import static_greedy
+from harness.roofline import measured_read_bandwidth
 from harness.tasks import generate_suite
 
 
@@ -52,23 +60,50 @@ def time_steps(model, encoded, steps: int, device: str, repeats: int = 3) -> Ste
     return StepTimes(1e3 * min(q for q, _ in runs) / steps, 1e3 * min(d for _, d in runs) / steps)
 
 
+def _compile_config(mode: str | None, options: list[str]) -> CompileConfig:
+    if mode is not None:
+        return CompileConfig(mode=mode)
+    # torch.compile takes a mode or options, not both: options start from compile=on's own.
+    defaults = torch._inductor.config.get_config_copy()
+    parsed = dict(static_greedy.COMPILE_CONFIG.options or {})
+    for option in options:
+        key, _, value = option.partition("=")
+        kind = type(defaults[key])  # KeyError names an option inductor does not have
+        parsed[key] = value.lower() in ("1", "true") if kind is bool else kind(value)
+    return CompileConfig(mode=None, options=parsed)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="embedded, a speed profile (random:<arch>) or a model directory")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda compiles the step; cpu runs it as Python")
     parser.add_argument("--steps", type=int, default=128, help="tokens decoded per run")
-    parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of the step (reduce-overhead, max-autotune)")
+    parser.add_argument("--mode", help="compile the step in this torch.compile mode (reduce-overhead, max-autotune) instead")
+    parser.add_argument("--option", action="append", default=[], help="an inductor option KEY=VALUE for the step's compile (repeatable)")
+    parser.add_argument("--batch", type=int, default=1, help="rows decoded at once (copies of the prompt)")
+    parser.add_argument("--attention", choices=("sdpa", "eager"), help="the attention implementation (default: the loaded one)")
+    parser.add_argument("--no-cudnn-attention", action="store_true", help="keep sdpa off cuDNN's fused kernel")
+    parser.add_argument("--bandwidth", action="store_true", help="first measure the GPU's read bandwidth")
     parser.add_argument("--profile", action="store_true", help="then the GPU kernels of one more decode, by time (torch.profiler)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    static_greedy.COMPILE_CONFIG = CompileConfig(mode=args.mode)
+    if args.bandwidth and device == "cuda":
+        print(f"measured read bandwidth: {measured_read_bandwidth() / 1e12:.2f} TB/s")
+    static_greedy.COMPILE_CONFIG = _compile_config(args.mode, args.option)
     loaded = load_model(LoadSpec(args.model, device, default_dtype(device), compile=True))
-    encoded = loaded.tokenizer([generate_suite("math", n=1, seed=2)[0].prompt], return_tensors="pt").to(device)
+    if args.attention:
+        loaded.model.set_attn_implementation(args.attention)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    encoded = loaded.tokenizer([generate_suite("math", n=1, seed=2)[0].prompt] * args.batch, return_tensors="pt").to(device)
     started = time.perf_counter()
     times = time_steps(loaded.model, encoded, args.steps, device)
-    print(f"| model | mode | queued ms/step | done ms/step | tokens/s | study s |\n| --- | --- | ---: | ---: | ---: | ---: |\n"
-          f"| {args.model} | {args.mode} | {times.queued_ms:.3f} | {times.done_ms:.3f} | {times.tokens_per_second:,.0f} "
-          f"| {time.perf_counter() - started:.0f} |")
+    compiled_as = args.mode or " ".join(f"{k}={v}" for k, v in static_greedy.COMPILE_CONFIG.options.items())
+    compiled_as += f", {loaded.model.config._attn_implementation}" + (" without cuDNN" if args.no_cudnn_attention else "")
+    print(f"| model | batch | compile | queued ms/step | done ms/step | tokens/s | study s |\n"
+          f"| --- | ---: | --- | ---: | ---: | ---: | ---: |\n"
+          f"| {args.model} | {args.batch} | {compiled_as} | {times.queued_ms:.3f} | {times.done_ms:.3f} "
+          f"| {args.batch * times.tokens_per_second:,.0f} | {time.perf_counter() - started:.0f} |")
     if args.profile:
         print(kernel_table(loaded.model, encoded, args.steps, device))
 

@@ -1,0 +1,44 @@
+"""Decode efficiency: bytes read per second of round against the GPU's data sheet and against its measured bandwidth."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.models import LoadSpec, load_model
+from harness.report.tables import timing_label
+from harness.roofline import decode_efficiency, kv_bytes_per_position, peak_bandwidth, weight_bytes
+from tests.test_report import make_record
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(LoadSpec("embedded", "cpu", "float32")).model
+
+
+def test_the_share_counts_every_pass_over_the_weights_and_every_cached_position_read(model):
+    counters = {"forward_passes": 10, "kv_positions_read": 300, "generated_tokens": 40}
+    efficiency = decode_efficiency(model, counters, 2.0, "NVIDIA H200", measured_bandwidth=4.0e12)
+    read = 10 * weight_bytes(model) + 300 * kv_bytes_per_position(model)
+    assert efficiency.tokens_per_second == 20
+    assert efficiency.bytes_per_second == read / 2.0
+    assert efficiency.share == pytest.approx(read / 2.0 / 4.8e12)
+    assert efficiency.measured_share == pytest.approx(read / 2.0 / 4.0e12)
+    assert efficiency.to_dict()["measured_share"] == efficiency.measured_share
+
+
+def test_no_share_without_a_known_gpu_or_forward_passes_and_none_measured_without_a_measurement(model):
+    assert decode_efficiency(model, {"forward_passes": 1}, 1.0, "Some Unknown GPU") is None
+    assert decode_efficiency(model, {"forward_passes": 0}, 1.0, "NVIDIA H200") is None
+    assert decode_efficiency(model, {"forward_passes": 1}, 1.0, "NVIDIA H200").measured_share is None
+    assert peak_bandwidth("NVIDIA H100 PCIe") == 2.0e12  # the longer name wins over plain "h100"
+
+
+def test_the_case_details_give_both_shares_and_records_from_before_the_measurement_still_read():
+    record = make_record("eval[math|kv_cache=on]", kv_cache="on")
+    record.metadata["decode"] = {"tokens_per_second": 700.0, "bytes_per_second": 1.8e12, "peak_bytes_per_second": 4.8e12,
+                                 "gpu": "NVIDIA H200", "share": 0.375, "measured_bytes_per_second": 4.28e12,
+                                 "measured_share": 1.8 / 4.28}
+    assert "37.5% of the NVIDIA H200's 4.80 TB/s (42.1% of the 4.28 TB/s it read when measured)" in timing_label(record)
+    for key in ("measured_bytes_per_second", "measured_share"):
+        del record.metadata["decode"][key]
+    assert timing_label(record).endswith("37.5% of the NVIDIA H200's 4.80 TB/s")
