@@ -91,15 +91,30 @@ def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pyt
     from harness.records import SpeedNoise
 
     _write_case(pytester)
-    _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first", "-k", "reference or kv_cache"
-         ).assert_outcomes(passed=3)
+    timed = ("--benchmark", "-k", "reference or kv_cache", "--bench-rounds", "3", "--bench-min-time", "0")  # 3 rounds: judged
+    _run(pytester, *timed, "--bench-save-baseline", "--bench-reason", "first").assert_outcomes(passed=3)
     path = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
     elsewhere = SpeedNoise(center=0.0, spread=0.0001, runs=8, measured="2026-12-01, Another CPU (2 cores)", cpu="Another CPU")
     store_speed_noise(path, "cpu", "embedded-reference", {"eval[context_qa|kv_cache=on]": elsewhere}, "A/A runs elsewhere")
-    compared = _run(pytester, "--benchmark", "-k", "reference or kv_cache")
+    report = pytester.path / "report.json"
+    compared = _run(pytester, *timed, "--bench-report", str(report))
     compared.assert_outcomes(passed=3)
     compared.stdout.fnmatch_lines(["the baseline's speed noise was learned on Another CPU, this run is on *: "
                                    "speedups are judged by the factor rule (--bench-speed-factor) instead"])
+    assert not any("A/A noise" in message for message in _speedup_messages(report, "eval[context_qa|kv_cache=on]"))
+
+    # The control: the same noise learned on this run's CPU judges the variant.
+    from harness.models import cpu_model
+
+    here = SpeedNoise(center=0.0, spread=0.0001, runs=8, measured=f"2026-12-01, {cpu_model()} (2 cores)", cpu=cpu_model())
+    store_speed_noise(path, "cpu", "embedded-reference", {"eval[context_qa|kv_cache=on]": here}, "A/A runs here")
+    _run(pytester, *timed, "--bench-report", str(report))
+    assert any("A/A noise" in message for message in _speedup_messages(report, "eval[context_qa|kv_cache=on]"))
+
+
+def _speedup_messages(report: Path, case_id: str) -> list[str]:
+    cases = {c["record"]["case_id"]: c for c in json.loads(report.read_text())["cases"]}
+    return [f["message"] for f in cases[case_id]["verdict"]["findings"] if f["metric"] == "speedup"]
 
 
 def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
