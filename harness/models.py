@@ -298,6 +298,8 @@ def fingerprint(device: str, placement: Placement | None = None) -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # torch sets its own pool; OpenMP libraries beside it (bitsandbytes' CPU kernels) take this, or every core
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
     }
     if device == "cuda":
         facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count(),

@@ -295,6 +295,13 @@ def test_fingerprint_records_the_placement_and_keys_the_baseline_by_it(monkeypat
     assert "placement" not in fingerprint("cpu") and fingerprint("cpu")["device_class"] == "cpu"
 
 
+def test_fingerprint_records_the_openmp_threads_beside_torchs(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert fingerprint("cpu")["omp_num_threads"] == "unset"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert fingerprint("cpu")["omp_num_threads"] == "1"
+
+
 class _Dispatched(torch.nn.Module):
     """What from_pretrained returns for a device map: the layout in hf_device_map; `.to` would break it."""
 
