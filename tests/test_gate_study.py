@@ -9,8 +9,8 @@ import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
-from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, injection_table, logged_runs, metric_kind,
-                                        noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
+from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, held_out_line, injection_table, logged_runs,
+                                        metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
                                         spread_sources_table, timing_table)
 
 
@@ -52,6 +52,16 @@ def test_aa_table_names_the_alarms_that_the_pairs_cleared() -> None:
     table = aa_table([run("2026-12-01T10:00:00", {"a": case()}), run("2026-12-01T11:00:00", {"a": cleared})])
     assert "runs with any false alarm: 0/2" in table
     assert "cleared: 1: `a` (run 2: 2.10x in its rounds, 2.80x in its pairs, baseline 2.70x)" in table
+
+
+def test_held_out_runs_are_those_after_the_noise_was_stored_on_the_cpu_it_was_learned_on() -> None:
+    runs = [run("2026-12-01T10:00:00+00:00", {"a": case(["speed"])}),  # before: judged by the factor rule
+            run("2026-12-02T10:00:00+00:00", {"a": case()}),
+            run("2026-12-02T11:00:00+00:00", {"a": case(["speed"])}),
+            {**run("2026-12-02T12:00:00+00:00", {"a": case(["speed"])}), "cpu": "Intel Xeon"}]  # noise set aside
+    line = held_out_line(runs, "2026-12-01T21:22:23+00:00", {"AMD EPYC"})
+    assert line.endswith("stored at 2026-12-01 21:22 UTC (learned from earlier runs, not from these): 2, with a false alarm: 1")
+    assert "factor rule" in held_out_line(runs, None, set())
 
 
 def test_speed_noise_is_the_spread_of_log_speedup_drops_over_runs() -> None:
@@ -174,7 +184,7 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
 
     from harness.baseline import load_baseline, speed_noise_of
-    from harness.studies.gate_study import baseline_speedups, calibrate
+    from harness.studies.gate_study import baseline_speedups, calibrate, calibrated_at
 
     baseline = tmp_path / "baseline.json"
     shutil.copy(RECORDED, baseline)
@@ -194,6 +204,7 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     assert noise.runs == 8 and math.isclose(noise.spread, stored[ALL_ON].spread)
     assert speed_noise_of(loaded, SEARCH_ALL_ON) is None
     assert loaded.history[-1]["speed_noise"] is True
+    assert calibrated_at(baseline) == loaded.history[-1]["saved_at"]
 
 
 def test_every_injection_target_is_a_collected_bench_case() -> None:

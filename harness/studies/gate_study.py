@@ -268,6 +268,24 @@ def aa_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def calibrated_at(baseline: Path) -> str | None:
+    """When `calibrate` last stored speed noise in the baseline (None: never)."""
+    history = json.loads(baseline.read_text(encoding="utf-8")).get("history", [])
+    saves = [entry["saved_at"] for entry in history if entry.get("speed_noise")]
+    return saves[-1] if saves else None
+
+
+def held_out_line(runs: list[dict], since: str | None, learned_on: set[str]) -> str:
+    """The runs that the gate judged by the stored speed noise, which was learned from runs before them: taken
+    after `calibrate` stored it, on the CPU it was learned on (elsewhere it is set aside)."""
+    if since is None:
+        return "no speed noise stored yet: every run's speed was judged by the factor rule"
+    later = [run for run in runs if run["at"] > since and run["cpu"] in learned_on]
+    failing = sum(1 for run in later if any(case["regressed"] for case in run["cases"].values()))
+    return (f"runs that the gate judged by the speed noise stored at {since[:16].replace('T', ' ')} UTC (learned "
+            f"from earlier runs, not from these): {len(later)}, with a false alarm: {failing}")
+
+
 def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
     """The speed noise per variant, and how the noise rule fares on each run when learned from the others."""
     if len(runs) < 3:
@@ -469,6 +487,8 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "each run failed on, by rule, as the gate judged them in that run (cases whose speed noise was not yet "
         "stored are judged by the factor rule).", "",
         aa_table(aa), "",
+        held_out_line(aa, calibrated_at(baseline) if baseline.exists() else None,
+                      {n.learned_on for n in noise.values()}), "",
         "### Speed noise per variant", "",
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
         "not learn from (each run against the other runs), it raises this many false alarms:", "",
