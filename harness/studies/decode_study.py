@@ -12,8 +12,8 @@ Queued well below done means the GPU is the bound, not Python; then only faster 
 By default the step is compiled as compile=on compiles it (`static_greedy.COMPILE_CONFIG`). `--mode` compiles it
 in a torch.compile mode instead; `--option KEY=VALUE` with these inductor options (CUDA graphs kept on), as
 `torch.compile(options=...)`; `coordinate_descent_tuning=0` is the step as compile=on compiled it before it
-turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU reads per second
-(`harness.roofline.measured_read_bandwidth`).
+turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU
+reads per second (`harness.roofline.measured_read_bandwidth`).
 """
 
 from __future__ import annotations
