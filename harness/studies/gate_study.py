@@ -243,11 +243,15 @@ def _machine_line(runs: list[dict], what: str) -> str:
             f"{len(last['cases'])} cases a run, median run {rounds:.0f} s")
 
 
+def _raised_alarm(run: dict) -> bool:
+    return any(case["regressed"] for case in run["cases"].values())
+
+
 def aa_table(runs: list[dict]) -> str:
     """Per rule kind: runs with at least one false alarm of that kind, and the cases that raised them."""
     if not runs:
         return "no runs logged yet"
-    failing = sum(1 for run in runs if any(case["regressed"] for case in run["cases"].values()))
+    failing = sum(map(_raised_alarm, runs))
     cleared = [f"`{case_id}` (run {index + 1}: {case['speedup']:.2f}x in its rounds, {case['paired_speedup']:.2f}x in "
                f"its pairs, baseline {case['baseline_speedup']:.2f}x)"
                for index, run in enumerate(runs) for case_id, case in run["cases"].items()
@@ -281,7 +285,7 @@ def held_out_line(runs: list[dict], since: str | None, learned_on: set[str]) -> 
     if since is None:
         return "no speed noise stored yet: every run's speed was judged by the factor rule"
     later = [run for run in runs if run["at"] > since and run["cpu"] in learned_on]
-    failing = sum(1 for run in later if any(case["regressed"] for case in run["cases"].values()))
+    failing = sum(map(_raised_alarm, later))
     return (f"runs that the gate judged by the speed noise stored at {since[:16].replace('T', ' ')} UTC (learned "
             f"from earlier runs, not from these): {len(later)}, with a false alarm: {failing}")
 
