@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,18 @@ def test_padded_batches_gather_each_rows_own_positions(reference, sibling):
                         "kl_full", None)[0] for p in prompts]
     assert [s.score for s in together] == pytest.approx([s.score for s in alone], abs=1e-4)
 
+
+
+def test_teacher_forcing_scores_the_positions_of_the_full_forward(reference):
+    # only the last K + 1 positions go through the head; they must be the ones the full forward gives
+    prompts, k = _prompts(7, 3), 8
+    forced = _forced(reference.model, reference.tokenizer, prompts, k)
+    conts = [random.Random(p).choices(range(3, 100), k=k) for p in prompts]
+    for row, (prompt, cont) in enumerate(zip(prompts, conts)):
+        ids = torch.tensor([reference.tokenizer(prompt)["input_ids"] + cont])
+        full = torch.log_softmax(reference.model(input_ids=ids).logits[0, -k - 1 : -1].float(), dim=-1)
+        assert torch.allclose(forced.log_probs[row], full, atol=1e-4)
+        assert forced.targets[row].tolist() == cont
 
 # --- the sequential decision --------------------------------------------------------------------
 

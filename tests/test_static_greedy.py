@@ -31,6 +31,17 @@ def test_the_loop_writes_the_tokens_greedy_generate_writes(loaded):
     assert torch.equal(got, expected)
 
 
+
+def test_the_compiled_greedy_step_writes_the_tokens_greedy_generate_writes(loaded):
+    # compiled, the forward and the argmax are one graph (on a GPU, one set of CUDA graphs); here inductor's CPU code
+    prompts = [item.prompt for item in generate_suite("math", n=2, seed=4)] + ["What is 2 + 2?"]
+    encoded = _encoded(loaded, prompts)
+    expected = loaded.model.generate(**encoded, do_sample=False, max_new_tokens=12, eos_token_id=None,
+                                     pad_token_id=loaded.tokenizer.pad_token_id)
+    got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True)
+    assert "_harness_greedy_step" in loaded.model.__dict__  # the fused step ran, not the model's compiled call
+    assert torch.equal(got, expected)
+
 def test_a_reused_cache_gives_the_same_tokens_again(loaded):
     encoded = _encoded(loaded, ["Compute 7 * 6.", "What is 12 - 5?"])
     first = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 16, compiled=False)

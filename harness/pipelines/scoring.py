@@ -21,6 +21,7 @@ models before they arrive; a quantized candidate is a pair of the panel.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -184,11 +185,18 @@ def teacher_force(model, tokenizer, prompts: list[str], conts: list[list[int]]) 
     ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=model.device)
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the rows' positions
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
     k = len(conts[0])
-    # position t predicts token t + 1: the K continuation tokens are predicted from the K positions before them
-    log_probs = torch.log_softmax(logits[:, width - k - 1 : width - 1], dim=-1)
+    # position t predicts token t + 1: the K continuation tokens are predicted from the K positions before them.
+    # Only those K + 1 positions go through the head: the prompt's logits, [rows, width, vocab] in fp32, took most
+    # of a batch's time and memory with a 128k vocabulary.
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **_last_logits(model, k + 1)).logits
+    log_probs = torch.log_softmax(logits[:, -k - 1 : -1].float(), dim=-1)
     return ForcedBatch(log_probs, ids[:, width - k :])
+
+
+def _last_logits(model, count: int) -> dict:
+    """The forward's argument that computes the logits of the last `count` positions only, where it takes one."""
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 # --- scores -------------------------------------------------------------------------------------
