@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.models import LoadSpec, load_model
-from harness.pipelines.eval import EvalSettings, RowTracker, run_eval
+from harness.pipelines.eval import EvalSettings, RowTracker, count_forward_passes, run_eval
 from harness.pipelines.scoring import ScoringSettings, continuations
 from harness.pipelines.static_greedy import CACHE_LENGTH_STEP, cache_length, greedy_static
 from harness.tasks import generate_suite
@@ -32,15 +32,22 @@ def test_the_loop_writes_the_tokens_greedy_generate_writes(loaded):
 
 
 
-def test_the_compiled_greedy_step_writes_the_tokens_greedy_generate_writes(loaded):
-    # compiled, the forward and the argmax are one graph (on a GPU, one set of CUDA graphs); here inductor's CPU code
+def test_the_compiled_greedy_step_writes_generates_tokens_and_counts_each_step_once_compiled(loaded):
+    # compiled, the forward and the argmax are one graph (on a GPU, one set of CUDA graphs); here inductor's CPU code.
+    # The counting hook runs outside it: traced in, its counter would be a guard and compile the step again each step.
     prompts = [item.prompt for item in generate_suite("math", n=2, seed=4)] + ["What is 2 + 2?"]
     encoded = _encoded(loaded, prompts)
     expected = loaded.model.generate(**encoded, do_sample=False, max_new_tokens=12, eos_token_id=None,
                                      pad_token_id=loaded.tokenizer.pad_token_id)
-    got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True)
+    with count_forward_passes(loaded.model) as plain:
+        greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=False)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True), count_forward_passes(loaded.model) as counts:
+        got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True)
     assert "_harness_greedy_step" in loaded.model.__dict__  # the fused step ran, not the model's compiled call
     assert torch.equal(got, expected)
+    assert counts == plain and counts["forward_passes"] == 12
+
 
 def test_a_reused_cache_gives_the_same_tokens_again(loaded):
     encoded = _encoded(loaded, ["Compute 7 * 6.", "What is 12 - 5?"])

@@ -70,14 +70,33 @@ def _pick(logits: torch.Tensor, seen: torch.Tensor, processors: LogitsProcessorL
 def _greedy_step(model):
     """The one-token forward and the argmax of its fp32 logits, compiled into one set of CUDA graphs and kept on the
     model. Outside the graph the argmax was a kernel of its own (27 us of a 1.35 ms step of the 1B profile at batch
-    1), after a copy of the logits to fp32."""
-    step = model.__dict__.get("_harness_greedy_step")
-    if step is None:
-        def greedy(**inputs) -> torch.Tensor:
-            return model(**inputs).logits[:, -1].float().argmax(-1, keepdim=True)
+    1), after a copy of the logits to fp32.
 
-        step = model.__dict__["_harness_greedy_step"] = torch.compile(greedy, **COMPILE_CONFIG.to_dict())
+    The graph holds the class's forward; the model's forward pre-hooks (the pipelines' counters) run before it,
+    eagerly, as `model(...)` runs them. Traced into the graph, a hook's Python state would become a guard, and every
+    step would compile again until dynamo gave up and ran the step eagerly."""
+    compiled = model.__dict__.get("_harness_greedy_step")
+    if compiled is None:
+        forward = type(model).forward
+
+        def greedy(**inputs) -> torch.Tensor:
+            return forward(model, **inputs).logits[:, -1].float().argmax(-1, keepdim=True)
+
+        compiled = model.__dict__["_harness_greedy_step"] = torch.compile(greedy, **COMPILE_CONFIG.to_dict())
+
+    def step(**inputs) -> torch.Tensor:
+        _run_forward_pre_hooks(model, inputs)
+        return compiled(**inputs)
+
     return step
+
+
+def _run_forward_pre_hooks(model, inputs: dict) -> None:
+    for key, hook in model._forward_pre_hooks.items():
+        changed = hook(model, (), inputs) if key in model._forward_pre_hooks_with_kwargs else hook(model, ())
+        if changed is not None:
+            raise RuntimeError(f"a forward pre-hook on the model changes its inputs ({hook!r}); compile=on's greedy step "
+                               "runs hooks that only observe them")
 
 
 @dataclass
@@ -115,7 +134,7 @@ def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                    **_forward_arguments(model, cache, start)).logits
     first_logits = logits[:, -1].float()
     # Greedy and compiled, the argmax joins the step's graph: the logits never leave it.
-    fused = compiled and processors is None
+    fused = compiled and processors is None and not model._forward_hooks  # forward hooks would see no logits
     step = _greedy_step(model) if fused else model.get_compiled_call(COMPILE_CONFIG) if compiled else model.__call__
     # The step's inputs, updated in place: the compiled step sees the same tensors every time.
     token, position, at = _pick(logits, tokens[:, :width], processors), positions[:, -1:] + 1, start[-1:] + 1

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         print(kernel_table(loaded.model, encoded, args.steps, device))
 
 
-def kernel_table(model, encoded, steps: int, device: str, rows: int = 12) -> str:
+def kernel_table(model, encoded, steps: int, device: str, rows: int = 20) -> str:
     """The kernels of one decode after the timed ones (nothing left to compile), longest total first."""
     from torch.profiler import ProfilerActivity, profile
 
