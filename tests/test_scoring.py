@@ -95,7 +95,6 @@ def test_padded_batches_gather_each_rows_own_positions(reference, sibling):
     assert [s.score for s in together] == pytest.approx([s.score for s in alone], abs=1e-4)
 
 
-
 def test_teacher_forcing_scores_the_positions_of_the_full_forward(reference):
     # only the last K + 1 positions go through the head; they must be the ones the full forward gives
     prompts, k = _prompts(7, 3), 8
@@ -106,6 +105,7 @@ def test_teacher_forcing_scores_the_positions_of_the_full_forward(reference):
         full = torch.log_softmax(reference.model(input_ids=ids).logits[0, -k - 1 : -1].float(), dim=-1)
         assert torch.allclose(forced.log_probs[row], full, atol=1e-4)
         assert forced.targets[row].tolist() == cont
+
 
 # --- the sequential decision --------------------------------------------------------------------
 

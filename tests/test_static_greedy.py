@@ -31,7 +31,6 @@ def test_the_loop_writes_the_tokens_greedy_generate_writes(loaded):
     assert torch.equal(got, expected)
 
 
-
 def test_the_compiled_greedy_step_writes_generates_tokens_and_counts_each_step_once_compiled(loaded):
     # compiled, the forward and the argmax are one graph (on a GPU, one set of CUDA graphs); here inductor's CPU code.
     # The counting hook runs outside it: traced in, its counter would be a guard and compile the step again each step.
@@ -42,6 +41,7 @@ def test_the_compiled_greedy_step_writes_generates_tokens_and_counts_each_step_o
     with count_forward_passes(loaded.model) as plain:
         greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=False)
     torch._dynamo.reset()
+    loaded.model.__dict__.pop("_harness_greedy_step", None)
     with torch._dynamo.config.patch(error_on_recompile=True), count_forward_passes(loaded.model) as counts:
         got = greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True)
     assert "_harness_greedy_step" in loaded.model.__dict__  # the fused step ran, not the model's compiled call

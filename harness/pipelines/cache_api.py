@@ -16,10 +16,16 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def last_logits(model, count: int) -> dict:
+    """The forward's argument that computes the logits of the last `count` positions only, where it takes one
+    (`logits_to_keep`); empty for a forward without it, which then computes them all."""
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 def output_cache(output) -> Cache | None:
     """The cache a forward or generate output carries, under whichever name this version gives it."""
     cache = getattr(output, "cache", None)  # a field of the outputs since the rename
     return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
-__all__ = ["cache_keyword", "output_cache"]
+__all__ = ["cache_keyword", "last_logits", "output_cache"]

@@ -45,6 +45,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 
+from harness.pipelines.cache_api import last_logits
 from harness.pipelines.eval import EvalSettings, count_forward_passes, plan_by_length, run_eval
 from harness.progress import advance
 from harness.records import PipelineOutput
@@ -326,7 +327,7 @@ def _batch_features(model, batch: Sequence[Encoded], heads: Sequence[Head], laye
     head_layers = list(by_layer)
     ids, mask = _pad(batch, model.device)
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0),
-              "use_cache": False, "logits_to_keep": 1}  # only the hooked states are read, never the logits
+              "use_cache": False, **last_logits(model, 1)}  # only the hooked states are read, never the logits
     with _Capture(model, layers, [] if eager else head_layers) as capture:
         if eager:
             attentions = forward_with_attentions(model, **inputs)[1]

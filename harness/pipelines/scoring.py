@@ -21,12 +21,12 @@ models before they arrive; a quantized candidate is a pair of the panel.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 
 import torch
 
+from harness.pipelines.cache_api import last_logits
 from harness.pipelines.eval import count_forward_passes
 from harness.pipelines.static_greedy import greedy_static
 from harness.progress import advance
@@ -189,14 +189,9 @@ def teacher_force(model, tokenizer, prompts: list[str], conts: list[list[int]]) 
     # position t predicts token t + 1: the K continuation tokens are predicted from the K positions before them.
     # Only those K + 1 positions go through the head: the prompt's logits, [rows, width, vocab] in fp32, took most
     # of a batch's time and memory with a 128k vocabulary.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **_last_logits(model, k + 1)).logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **last_logits(model, k + 1)).logits
     log_probs = torch.log_softmax(logits[:, -k - 1 : -1].float(), dim=-1)
     return ForcedBatch(log_probs, ids[:, width - k :])
-
-
-def _last_logits(model, count: int) -> dict:
-    """The forward's argument that computes the logits of the last `count` positions only, where it takes one."""
-    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 # --- scores -------------------------------------------------------------------------------------

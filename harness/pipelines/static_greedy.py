@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
 
-from harness.pipelines.cache_api import cache_keyword
+from harness.pipelines.cache_api import cache_keyword, last_logits
 
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
 CACHE_LENGTH_STEP = 128
@@ -54,12 +54,10 @@ def _forward_arguments(model, cache: StaticCache, start: torch.Tensor) -> dict:
     arguments = {cache_keyword(model): cache, "use_cache": True}
     if "cache_position" in parameters:
         arguments["cache_position"] = start
-    if "logits_to_keep" in parameters:  # the prefill's logits at the last position only
-        arguments["logits_to_keep"] = 1
-    return arguments
+    return arguments | last_logits(model, 1)  # the prefill's logits at the last position only
 
 
-def _pick(logits: torch.Tensor, seen: torch.Tensor, processors: LogitsProcessorList | None) -> torch.Tensor:
+def _pick(logits: torch.Tensor, seen: torch.Tensor | None, processors: LogitsProcessorList | None) -> torch.Tensor:
     """The next token of each row, [rows, 1]: as generate, processors see fp32 logits, and fp32 keeps a bf16 argmax."""
     scores = logits[:, -1].float()
     if processors is not None:
@@ -80,7 +78,7 @@ def _greedy_step(model):
         forward = type(model).forward
 
         def greedy(**inputs) -> torch.Tensor:
-            return forward(model, **inputs).logits[:, -1].float().argmax(-1, keepdim=True)
+            return _pick(forward(model, **inputs).logits, None, None)
 
         compiled = model.__dict__["_harness_greedy_step"] = torch.compile(greedy, **COMPILE_CONFIG.to_dict())
 
