@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.machine_speed import SAME_SPEED_FACTOR, machine_scale, same_speed
 from harness.records import CaseRecord, SpeedNoise
 
 SCHEMA_VERSION = 1
@@ -312,13 +313,39 @@ def record_of(baseline: BaselineFile, case_id: str) -> CaseRecord | None:
     return _parse_case(baseline.path or Path(f"<baseline {baseline.device_class}/{baseline.model_id}>"), case_id, entry)
 
 
-def noise_for_cpu(noise: SpeedNoise | None, cpu: str | None) -> SpeedNoise | None:
-    """The stored noise where this run's CPU is the one it was learned on; None (the factor rule judges) on
-    another. Another CPU's kernels move speedups by more than its noise: bitsandbytes' nf4 variants of the eval
-    case lost 24-47% of their speedup from an AMD EPYC to an Intel Xeon."""
-    if noise is None or not cpu or not noise.learned_on or noise.learned_on == cpu:
-        return noise
-    return None
+@dataclass(frozen=True)
+class MachineMatch:
+    """How a saved measurement's speed judges this run's: its A/A noise where it holds here, and the factor by
+    which this machine ran the calibration workload slower (None: unknown, times compared as timed)."""
+
+    noise: SpeedNoise | None
+    scale: float | None
+    set_aside: str = ""  # why the stored noise does not hold here; "" when it does, or there is none
+
+
+def match_machine(noise: SpeedNoise | None, run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
+    """Stored noise holds only on the CPU model it was learned on, and on a machine within SAME_SPEED_FACTOR
+    of the one that saved the case: bitsandbytes' nf4 variants of the eval case lost 24-47% of their speedup
+    from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the same AMD EPYC but ran
+    every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
+    scale = machine_scale(run, saved)
+    cpu = run.get("cpu")
+    if noise is None:
+        return MachineMatch(None, scale)
+    if cpu and noise.learned_on and noise.learned_on != cpu:
+        return MachineMatch(None, scale, f"the baseline's speed noise was learned on {noise.learned_on}, this run is on {cpu}")
+    if not same_speed(scale):
+        return MachineMatch(None, scale, f"this machine ran the calibration workload x{scale:.2f} as long as the one "
+                                         "that saved the baseline, beyond the "
+                                         f"x{SAME_SPEED_FACTOR:g} within which its speed noise holds")
+    return MachineMatch(noise, scale)
+
+
+def saved_fingerprint(baseline: BaselineFile, case_id: str) -> dict[str, Any]:
+    """The fingerprint of the save that wrote a case (the file's last save, for entries that lack one)."""
+    entry = baseline.cases.get(case_id)
+    saved = entry.get("fingerprint") if isinstance(entry, dict) else None
+    return saved if isinstance(saved, dict) else baseline.fingerprint
 
 
 def speed_noise_of(baseline: BaselineFile, case_id: str) -> SpeedNoise | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from harness.baseline import noise_for_cpu
+from harness.baseline import match_machine
 from harness.records import CaseRecord
 from harness.results import Acceptance, ResultSet
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge, one_toggle_neighbours
@@ -86,10 +86,12 @@ def _references(records: Iterable[CaseRecord]) -> dict[tuple[str, str], CaseReco
 def _judged(record: CaseRecord, old: ResultSet | None, new: ResultSet, policy: GatePolicy,
             references: dict[tuple[str, str], CaseRecord]) -> Verdict:
     baseline = old.records.get(record.case_id) if old is not None else None
-    noise = noise_for_cpu(old.speed_noise.get(record.case_id), new.fingerprint.get("cpu")) if old is not None else None
+    match = (match_machine(old.speed_noise.get(record.case_id), new.fingerprint_of(record.case_id),
+                           old.fingerprint_of(record.case_id)) if old is not None else None)
     reference = references.get((record.pipeline, record.group))
     neighbours = one_toggle_neighbours(record, new.records.values())
-    return judge(record, baseline, reference, policy, neighbours=neighbours, noise=noise)
+    return judge(record, baseline, reference, policy, neighbours=neighbours, noise=match and match.noise,
+                 machine_scale=match and match.scale)
 
 
 def compare(

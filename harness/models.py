@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from harness import profiles
+from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, calibration_seconds
 from harness.placement import Placement, layout_of, offloaded_modules
 from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
 
@@ -301,6 +302,8 @@ def fingerprint(device: str, placement: Placement | None = None) -> dict:
         # torch sets its own pool; OpenMP libraries beside it (bitsandbytes' CPU kernels) take this, or every core
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
     }
+    if device == "cpu":
+        facts[CALIBRATION_KEY] = calibration_seconds()
     if device == "cuda":
         facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, gpu_count=torch.cuda.device_count(),
                      driver=_gpu_driver())

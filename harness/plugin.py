@@ -18,8 +18,8 @@ import torch
 
 from harness import toggles as toggle_registry
 from harness import workers
-from harness.baseline import (BaselineError, BaselineFile, baseline_path, current_commit, load_baseline, record_of, save_baseline,
-                              noise_for_cpu, scrub_paths, speed_noise_of)
+from harness.baseline import (BaselineError, BaselineFile, MachineMatch, baseline_path, current_commit, load_baseline,
+                              match_machine, record_of, save_baseline, saved_fingerprint, scrub_paths, speed_noise_of)
 from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import (CaseFailure, TimeBudget, failing_cleanly_on_oom, is_out_of_memory, out_of_memory_failure,
@@ -31,7 +31,7 @@ from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, d
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
-from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, differing_items
+from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, differing_items
 from harness.roofline import decode_efficiency, measured_read_bandwidth
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
@@ -397,21 +397,24 @@ class BenchSession:
             return None
         return baseline_results(self.baseline, os.path.relpath(self.baseline_file, self.config.rootpath))
 
-    def baseline_entry(self, case_id: str) -> tuple[CaseRecord | None, SpeedNoise | None]:
-        """The case's baseline record and, once A/A runs measured it, its speed noise."""
+    def baseline_entry(self, case_id: str) -> tuple[CaseRecord | None, MachineMatch]:
+        """The case's baseline record and how its saved speed judges this machine's."""
         if isinstance(self.baseline, BaselineError):
             raise self.baseline
         if self.baseline is None:
-            return None, None
-        return record_of(self.baseline, case_id), noise_for_cpu(speed_noise_of(self.baseline, case_id), self.fingerprint.get("cpu"))
+            return None, MachineMatch(None, None)
+        return record_of(self.baseline, case_id), self.machine_match(case_id)
 
-    def noise_learned_elsewhere(self) -> set[str]:
-        """The CPUs other than this run's that the baseline's stored speed noise was learned on (set aside here)."""
+    def machine_match(self, case_id: str) -> MachineMatch:
+        """How the case's saved speed judges this run's: its A/A noise where it holds here, and the machine scale."""
+        return match_machine(speed_noise_of(self.baseline, case_id), self.fingerprint,
+                             saved_fingerprint(self.baseline, case_id))
+
+    def machine_matches(self) -> list[MachineMatch]:
+        """The match of every case the baseline holds, for the run's summary of scales and noise set aside."""
         if not isinstance(self.baseline, BaselineFile):
-            return set()
-        here = self.fingerprint.get("cpu")
-        stored = (speed_noise_of(self.baseline, case_id) for case_id in self.baseline.cases)
-        return {noise.learned_on for noise in stored if noise is not None and noise_for_cpu(noise, here) is None}
+            return []
+        return [self.machine_match(case_id) for case_id in self.baseline.cases]
 
 
 @dataclass
@@ -644,15 +647,29 @@ class BenchCase:
 
     def _judge(self, record: CaseRecord, reference: CaseRecord) -> Verdict:
         try:
-            baseline, noise = self.session.baseline_entry(record.case_id)
+            baseline, match = self.session.baseline_entry(record.case_id)
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
         factor = self.session.config.getoption("--bench-speed-factor")
         policy = GatePolicy.for_speed_factor(factor)
         verdict = judge(record, baseline, reference, policy,
-                        neighbours=one_toggle_neighbours(record, self.session.records.values()), noise=noise)
+                        neighbours=one_toggle_neighbours(record, self.session.records.values()), noise=match.noise,
+                        machine_scale=match.scale)
         self.session.verdicts[record.case_id] = verdict
         return verdict
+
+
+def _machine_lines(matches: list[MachineMatch]) -> list[str]:
+    """What the baseline's machine differs in: the scale of absolute times, and why stored noise was set aside."""
+    lines = []
+    scales = sorted({round(m.scale, 2) for m in matches if m.scale is not None})
+    if scales and scales != [1.0]:
+        spread = f"x{scales[0]:.2f}" if len(scales) == 1 else f"x{scales[0]:.2f}-x{scales[-1]:.2f}"
+        lines.append(f"this machine ran the calibration workload {spread} as long as the baseline's: the reference "
+                     "variants' times are divided by that before they are compared")
+    for reason in sorted({m.set_aside for m in matches if m.set_aside}):
+        lines.append(f"{reason}: speedups are judged by the factor rule (--bench-speed-factor) instead")
+    return lines
 
 
 def _no_warm_up(model, tokenizer, variant) -> None:
@@ -818,10 +835,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                                 f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
                                 f"{_threads_line(bench_session)}")
     terminalreporter.write_line(terminal_table(bench_session.diff))
-    for cpu in sorted(bench_session.noise_learned_elsewhere()):
-        terminalreporter.write_line(f"the baseline's speed noise was learned on {cpu}, this run is on "
-                                    f"{bench_session.fingerprint.get('cpu')}: speedups are judged by the factor rule "
-                                    "(--bench-speed-factor) instead")
+    for line in _machine_lines(bench_session.machine_matches()):
+        terminalreporter.write_line(line)
     for line in _confirmation_lines(bench_session.diff):
         terminalreporter.write_line(line)
     for path in config.getoption("--bench-report"):

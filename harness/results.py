@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.baseline import BaselineError, BaselineFile, load_baseline, speed_noise_of
+from harness.baseline import BaselineError, BaselineFile, load_baseline, saved_fingerprint, speed_noise_of
 from harness.records import CaseRecord, SpeedNoise
 from harness.verdict import Finding, Verdict
 
@@ -51,6 +51,11 @@ class ResultSet:
     history: list[dict[str, Any]] = field(default_factory=list)  # baselines only: one entry per save
     speed_noise: dict[str, SpeedNoise] = field(default_factory=dict)  # baselines only: cases whose A/A noise is known
     ignored: int = 0  # pytest-benchmark entries that carry no case record
+    case_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)  # baselines only: each case's save
+
+    def fingerprint_of(self, case_id: str) -> dict[str, Any]:
+        """The environment a case was measured in: its own save's in a baseline, the run's otherwise."""
+        return self.case_fingerprints.get(case_id, self.fingerprint)
 
 
 def verdict_from_dict(data: dict[str, Any]) -> Verdict:
@@ -117,7 +122,8 @@ def baseline_results(baseline: BaselineFile, source: str) -> ResultSet:
     noise = {case_id: speed_noise_of(baseline, case_id) for case_id in baseline.cases}
     return ResultSet(source, BASELINE, baseline.device_class, baseline.model_id, baseline.fingerprint, records,
                      acceptances=acceptances, history=baseline.history,
-                     speed_noise={case_id: n for case_id, n in noise.items() if n is not None})
+                     speed_noise={case_id: n for case_id, n in noise.items() if n is not None},
+                     case_fingerprints={case_id: saved_fingerprint(baseline, case_id) for case_id in baseline.cases})
 
 
 def _parse_record(path: Path, where: str, data: Any) -> CaseRecord:

@@ -10,7 +10,8 @@ Against the baseline (same case id, same device class: the caller guarantees tha
    caller has timed such a regression again in pairs (`CaseRecord.confirmation`), it stands only if the
    paired speedup falls beyond the same limit;
 2. speed of the reference variant (no speedup): its median time must not grow by more than
-   `time_factor`, with a one-sided Mann-Whitney U test;
+   `time_factor`, with a one-sided Mann-Whitney U test; where both sides timed the calibration workload
+   (`machine_speed`), this run's times are first divided by how much slower this machine ran it;
 3. quality: a paired test on per-item scores (exact McNemar for 0/1 scores, Wilcoxon signed-rank
    otherwise) plus a budget (1 point, or 1% of the compared value);
 4. work counters: compared exactly; more work regresses, less work improves (it must be explained).
@@ -216,15 +217,27 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
     return Finding("speedup", "baseline", status, message)
 
 
-def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> Finding:
-    cur, base = current.speed.round_seconds, baseline.speed.round_seconds
+def _scaled_rounds(current: CaseRecord, machine_scale: float | None) -> list[float]:
+    """The current rounds as the baseline's machine would have timed them: divided by how many times slower this
+    machine ran the calibration workload (machine_speed)."""
+    return [t / machine_scale for t in current.speed.round_seconds] if machine_scale else list(current.speed.round_seconds)
+
+
+def _time_change(factor: float, machine_scale: float | None) -> str:
+    if not machine_scale:
+        return f"x{factor:.2f}"
+    return f"x{factor * machine_scale:.2f} as timed, x{factor:.2f} scaled by this machine's x{machine_scale:.2f} on the calibration"
+
+
+def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy, machine_scale: float | None) -> Finding:
+    cur, base = _scaled_rounds(current, machine_scale), baseline.speed.round_seconds
     factor = float(np.median(cur) / np.median(base))
     slower = factor >= 1.0
     # One-sided in the direction the medians moved: "greater" asks whether current is slower.
     p = float(stats.mannwhitneyu(cur, base, alternative="greater" if slower else "less").pvalue)
     message = (
         f"median time {_fmt_seconds(baseline.speed.median_seconds)} -> {_fmt_seconds(current.speed.median_seconds)} "
-        f"(x{factor:.2f}, Mann-Whitney {_fmt_p(p)}, "
+        f"({_time_change(factor, machine_scale)}, Mann-Whitney {_fmt_p(p)}, "
         f"factor {policy.time_factor:g})"
     )
     # `<=`: with 3 rounds a side the smallest exact one-sided p is 1/20 = 0.05 = speed_alpha.
@@ -237,7 +250,8 @@ def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy)
     return Finding("median_seconds", "baseline", status, message)
 
 
-def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> Finding:
+def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
+                             machine_scale: float | None) -> Finding:
     """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney).
 
     Noise in the reference's rounds alone can move a ratio of medians; it must not fail a build.
@@ -245,7 +259,8 @@ def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: Ca
     if finding.status == PASSED:
         return finding
     alternative = "greater" if finding.status == REGRESSED else "less"
-    p = float(stats.mannwhitneyu(current.speed.round_seconds, baseline.speed.round_seconds, alternative=alternative).pvalue)
+    p = float(stats.mannwhitneyu(_scaled_rounds(current, machine_scale), baseline.speed.round_seconds,
+                                 alternative=alternative).pvalue)
     if p <= policy.speed_alpha + _EPS:
         return finding
     return replace(finding, status=PASSED,
@@ -280,7 +295,7 @@ def needs_confirmation(verdict: Verdict) -> bool:
 
 
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
-                    noise: SpeedNoise | None = None) -> list[Finding]:
+                    noise: SpeedNoise | None = None, machine_scale: float | None = None) -> list[Finding]:
     if not policy.judge_speed:
         return [Finding("speed", "baseline", PASSED, "speed not judged: the baseline is from another device class")]
     rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
@@ -292,14 +307,14 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
             finding = _noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)
         else:
             finding = _confirmed_by_own_rounds(_speedup_finding(current.speedup, baseline.speedup, policy),
-                                               current, baseline, policy)
+                                               current, baseline, policy, machine_scale)
         return [_confirmed_by_pairs(finding, current, baseline, noise, policy)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
     # absolute times too (same case, same device class).
     cur, base = current.speed.round_seconds, baseline.speed.round_seconds
     if not cur or not base or min(cur) <= 0 or min(base) <= 0:
         return [Finding("median_seconds", "baseline", PASSED, "speed not comparable: no timed rounds on one side")]
-    return [_time_finding(current, baseline, policy)]
+    return [_time_finding(current, baseline, policy, machine_scale)]
 
 
 # --- quality -----------------------------------------------------------------------------------
@@ -580,10 +595,13 @@ def judge(
     policy: GatePolicy = GatePolicy(),
     neighbours: Sequence[CaseRecord] = (),
     noise: SpeedNoise | None = None,
+    machine_scale: float | None = None,
 ) -> Verdict:
     """Apply rules 1-4 against the baseline (if any) and rule 5 against the session reference (if any).
 
-    `noise` is the case's A/A speed noise stored with its baseline entry, when it has been measured.
+    `noise` is the case's A/A speed noise stored with its baseline entry, when it has been measured and holds on
+    this machine. `machine_scale` is how many times slower this machine ran the calibration workload than the
+    baseline's did: absolute times are divided by it before they are compared (None: compared as timed).
 
     Status: REGRESSED if any finding regressed; else NEW without a baseline; else IMPROVED if any
     finding improved; else PASSED.
@@ -593,7 +611,7 @@ def judge(
         findings.append(Finding("baseline", "baseline", NEW,
                                 "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
     else:
-        findings += _speed_findings(current, baseline, policy, noise)
+        findings += _speed_findings(current, baseline, policy, noise, machine_scale)
         findings.append(_record_quality_finding(current, baseline, "baseline", policy))
         findings += _counter_findings(current, baseline)
         findings += _model_findings(current, baseline)

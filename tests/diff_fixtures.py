@@ -34,7 +34,7 @@ def recorded() -> ResultSet:
 def as_run(results: ResultSet) -> ResultSet:
     """The records of a baseline, as if a fresh run had produced them."""
     run = copy.deepcopy(results)
-    run.kind, run.source, run.acceptances, run.history = "report", "run.json", {}, []
+    run.kind, run.source, run.acceptances, run.history, run.case_fingerprints = "report", "run.json", {}, [], {}
     return run
 
 

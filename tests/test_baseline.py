@@ -418,18 +418,36 @@ def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_
         store_speed_noise(path, DEVICE, MODEL, {"eval[gpqa]": noise}, "A/A runs")
 
 
-def test_speed_noise_applies_on_the_cpu_it_was_learned_on() -> None:
-    from harness.baseline import noise_for_cpu
+def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() -> None:
+    from harness.baseline import match_machine
     from harness.records import SpeedNoise
 
     stored_before = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="2026-12-01 to 2026-12-01, AMD EPYC (2 cores)")
     assert stored_before.learned_on == "AMD EPYC"  # read from `measured` where `cpu` was not kept
     learned = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="x", cpu="Intel(R) Xeon(R) Processor")
+    saved = {"cpu": "any", "calibration_seconds": 0.040}
     for noise, cpu in ((stored_before, "AMD EPYC"), (learned, "Intel(R) Xeon(R) Processor")):
-        assert noise_for_cpu(noise, cpu) is noise
-        assert noise_for_cpu(noise, "Another CPU") is None
-        assert noise_for_cpu(noise, None) is noise  # a run that does not say its CPU keeps the noise
-    assert noise_for_cpu(None, "AMD EPYC") is None
+        same = match_machine(noise, {"cpu": cpu, "calibration_seconds": 0.044}, saved)
+        assert same.noise is noise and same.scale == pytest.approx(1.1) and same.set_aside == ""
+        other = match_machine(noise, {"cpu": "Another CPU", "calibration_seconds": 0.040}, saved)
+        assert other.noise is None and other.set_aside == f"the baseline's speed noise was learned on {cpu}, this run is on Another CPU"
+        slower = match_machine(noise, {"cpu": cpu, "calibration_seconds": 0.080}, saved)
+        assert slower.noise is None and slower.scale == pytest.approx(2.0)
+        assert slower.set_aside.startswith("this machine ran the calibration workload x2.00 as long as the one that saved")
+        assert match_machine(noise, {}, {}).noise is noise  # a run that says neither keeps the noise, unscaled
+        assert match_machine(noise, {}, {}).scale is None
+    assert match_machine(None, {"cpu": "AMD EPYC"}, {}) == match_machine(None, {}, {})
+
+
+def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
+    from harness.machine_speed import calibration_seconds, machine_scale
+
+    here = calibration_seconds()
+    assert here > 0 and calibration_seconds() == here  # timed once per process
+    assert machine_scale({"calibration_seconds": 0.06}, {"calibration_seconds": 0.03}) == pytest.approx(2.0)
+    for saved in ({}, {"calibration_seconds": None}, {"calibration_seconds": True}, {"calibration_seconds": -1.0},
+                  {"calibration_seconds": float("nan")}, {"calibration_seconds": "0.03"}):
+        assert machine_scale({"calibration_seconds": 0.06}, saved) is None, saved
 
 
 @pytest.mark.parametrize("entry", [{"center": 0.0}, {"center": "x", "spread": 0.1, "runs": 5, "measured": ""},

@@ -28,8 +28,8 @@ from diff_fixtures import (
     write_report_json,
 )
 from harness.cli import main
-from harness.records import SpeedNoise
 from harness.diff import EXIT_OK, EXIT_REGRESSED, EXIT_STALE, EXIT_USAGE, MISSING, compare
+from harness.records import SpeedNoise
 from harness.report import markdown_report
 from harness.results import read_results
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
@@ -69,6 +69,21 @@ def test_speed_noise_judges_only_on_the_cpu_it_was_learned_on() -> None:
         case = next(c for c in compare(old, run).cases if c.case_id == ALL_ON)
         assert case.status == expected, cpu
         assert any("A/A noise" in f.message for f in case.verdict.findings) == (cpu == "AMD EPYC")
+
+
+def test_on_a_machine_slower_at_the_calibration_times_are_scaled_and_noise_is_set_aside() -> None:
+    old = recorded()
+    old.speed_noise = {ALL_ON: SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x", cpu="AMD EPYC")}
+    old.case_fingerprints = {case_id: {"cpu": "AMD EPYC", "calibration_seconds": 0.040} for case_id in old.records}
+    for calibration, expected in ((0.040, REGRESSED), (0.088, PASSED)):  # the same machine, then one 2.2x slower
+        # every case timed 2.2x slower, the variant 30% slower again: its speedup over the reference 30% lower
+        run = slowed(slowed(as_run(recorded()), EVAL_REFERENCE, 2.2), ALL_ON, 2.2 * 1.3)
+        run.fingerprint = {**run.fingerprint, "cpu": "AMD EPYC", "calibration_seconds": calibration}
+        found = {c.case_id: c for c in compare(old, run).cases}
+        assert found[EVAL_REFERENCE].status == expected, calibration
+        # a 30% lower speedup: beyond the 2% noise's limit where it holds, within the factor rule where it does not
+        assert found[ALL_ON].status == expected, calibration
+        assert any("A/A noise" in f.message for f in found[ALL_ON].verdict.findings) == (calibration == 0.040)
 
 
 def test_a_slowed_reference_regresses_on_its_own_time_and_its_variants_improve() -> None:

@@ -112,6 +112,29 @@ def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pyt
     assert any("A/A noise" in message for message in _speedup_messages(report, "eval[context_qa|kv_cache=on]"))
 
 
+def test_a_baseline_saved_on_a_faster_machine_scales_the_reference_times_and_the_run_says_so(pytester):
+    _write_case(pytester)
+    timed = ("--benchmark", "-k", "reference", "--bench-rounds", "3", "--bench-min-time", "0")
+    _run(pytester, *timed, "--bench-save-baseline", "--bench-reason", "first").assert_outcomes(passed=1)
+    path = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
+    data = json.loads(path.read_text())
+    entry = data["cases"]["eval[context_qa|reference]"]
+    assert entry["fingerprint"]["calibration_seconds"] > 0
+    # As if a machine twice as fast at the calibration had saved rounds twice as fast.
+    entry["fingerprint"]["calibration_seconds"] /= 2
+    entry["record"]["speed"]["round_seconds"] = [t / 2 for t in entry["record"]["speed"]["round_seconds"]]
+    path.write_text(json.dumps(data))
+    report = pytester.path / "report.json"
+    compared = _run(pytester, *timed, "--bench-report", str(report), "--bench-speed-factor", "1.5")
+    compared.assert_outcomes(passed=1)
+    compared.stdout.fnmatch_lines(["this machine ran the calibration workload x* as long as the baseline's: the "
+                                   "reference variants' times are divided by that before they are compared"])
+    cases = {c["record"]["case_id"]: c for c in json.loads(report.read_text())["cases"]}
+    messages = [f["message"] for f in cases["eval[context_qa|reference]"]["verdict"]["findings"]
+                if f["metric"] == "median_seconds"]
+    assert messages and "as timed" in messages[0] and "scaled by this machine's x" in messages[0]
+
+
 def _speedup_messages(report: Path, case_id: str) -> list[str]:
     cases = {c["record"]["case_id"]: c for c in json.loads(report.read_text())["cases"]}
     return [f["message"] for f in cases[case_id]["verdict"]["findings"] if f["metric"] == "speedup"]

@@ -282,6 +282,27 @@ def test_two_x_slowdown_with_separated_rounds_regresses() -> None:
     assert finding.message == "median time 1.20s -> 2.40s (x2.00, Mann-Whitney p=0.050, factor 1.5)"
 
 
+def test_a_slower_machine_is_taken_out_of_the_reference_time_before_it_is_judged() -> None:
+    baseline = make_record(rounds=[1.19, 1.20, 1.21])
+    current = make_record(rounds=[2.38, 2.40, 2.42])  # x2.00 as timed, on a machine that ran the calibration x1.90
+    finding = only(judge(current, baseline, None, machine_scale=1.9).findings, "median_seconds")
+    assert finding.status == PASSED
+    assert finding.message == ("median time 1.20s -> 2.40s (x2.00 as timed, x1.05 scaled by this machine's x1.90 on "
+                               "the calibration, Mann-Whitney p=0.050, factor 1.5)")
+    # The control: a 3x slower reference on that machine is still a regression.
+    slower = make_record(rounds=[3.57, 3.60, 3.63])
+    assert only(judge(slower, baseline, None, machine_scale=1.9).findings, "median_seconds").status == REGRESSED
+
+
+def test_a_speedup_drop_is_confirmed_by_the_variants_own_rounds_on_the_baseline_machines_scale() -> None:
+    baseline = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(5.1, 4.8, 5.4))
+    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(2.3, 2.1, 2.5))
+    # as timed, the variant's rounds did not move: the drop is the reference's rounds alone
+    assert only(judge(current, baseline, None).findings, "speedup").status == PASSED
+    # ... but on a machine 2x faster at the calibration, the same rounds are 2x slower on the baseline's scale
+    assert only(judge(current, baseline, None, machine_scale=0.5).findings, "speedup").status == REGRESSED
+
+
 def test_slowdown_below_factor_passes_even_when_significant() -> None:
     baseline = make_record(rounds=[1.00, 1.01, 1.02, 1.00, 1.01])
     current = make_record(rounds=[1.10, 1.11, 1.12, 1.10, 1.11])  # 1.1x slower, p < 0.01
