@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         loaded.model.set_attn_implementation(args.attention)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
+        # The kernel is picked while the step is traced, and inductor's on-disk caches do not key on this flag: a
+        # graph an earlier process compiled with cuDNN was replayed (studies/gpu/batch32-attention/b32-no-cudnn.log).
+        torch._inductor.config.force_disable_caches = True
     encoded = loaded.tokenizer([generate_suite("math", n=1, seed=2)[0].prompt] * args.batch, return_tensors="pt").to(device)
     started = time.perf_counter()
     times = time_steps(loaded.model, encoded, args.steps, device)
