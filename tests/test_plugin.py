@@ -122,6 +122,7 @@ def test_a_baseline_saved_on_a_faster_machine_scales_the_reference_times_and_the
     assert entry["fingerprint"]["calibration_seconds"] > 0
     # As if a machine twice as fast at the calibration had saved rounds twice as fast.
     entry["fingerprint"]["calibration_seconds"] /= 2
+    data["fingerprint"]["calibration_seconds"] /= 2  # the file's last save, which the report's header names
     entry["record"]["speed"]["round_seconds"] = [t / 2 for t in entry["record"]["speed"]["round_seconds"]]
     path.write_text(json.dumps(data))
     report = pytester.path / "report.json"
@@ -133,6 +134,9 @@ def test_a_baseline_saved_on_a_faster_machine_scales_the_reference_times_and_the
     messages = [f["message"] for f in cases["eval[context_qa|reference]"]["verdict"]["findings"]
                 if f["metric"] == "median_seconds"]
     assert messages and "as timed" in messages[0] and "scaled by this machine's x" in messages[0]
+    markdown = pytester.path / "report.md"
+    _run(pytester, *timed, "--bench-report", str(markdown), "--bench-speed-factor", "1.5")
+    assert "ran the calibration workload x" in markdown.read_text()
 
 
 def _speedup_messages(report: Path, case_id: str) -> list[str]:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from harness.baseline import scrub_paths
 from harness.diff import MISSING, STATUSES, CaseDiff, Diff
+from harness.machine_speed import machine_scale
 from harness.records import CaseRecord
 from harness.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
@@ -232,6 +233,10 @@ def source_line(diff: Diff) -> str:
     if saves:
         last = saves[-1]
         line += f", last accepted {acceptance_label(Acceptance(str(last.get('reason', '')), str(last.get('saved_at', '')), last.get('commit')))}"
+    scale = machine_scale(new.fingerprint, diff.old.fingerprint)
+    if scale is not None:
+        line += (f"; this machine ({new.fingerprint.get('cpu', 'CPU')}) ran the calibration workload x{scale:.2f} as long "
+                 "as the baseline's last save")
     return line
 
 
