@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
-from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, caught, held_out_line, injection_table, logged_runs,
+from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
                                         metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
                                         spread_sources_table, timing_table)
 
@@ -52,6 +52,17 @@ def test_aa_table_names_the_alarms_that_the_pairs_cleared() -> None:
     table = aa_table([run("2026-12-01T10:00:00", {"a": case()}), run("2026-12-01T11:00:00", {"a": cleared})])
     assert "runs with any false alarm: 0/2" in table
     assert "cleared: 1: `a` (run 2: 2.10x in its rounds, 2.80x in its pairs, baseline 2.70x)" in table
+
+
+def test_the_calibration_line_gives_the_spread_of_the_machine_speed_over_the_runs(tmp_path: Path) -> None:
+    timed = [run(f"2026-12-02T1{i}:00:00", {"a": case()}) for i in range(3)]
+    for logged, seconds in zip(timed, (0.018, 0.015, 0.020)):
+        logged["fingerprint"]["calibration_seconds"] = seconds
+    line = calibration_line([run("2026-12-01T10:00:00", {"a": case()}), *timed], tmp_path / "absent.json")
+    assert line.startswith("the calibration workload (`harness/machine_speed.py`) over 3 runs: median 18.0 ms, "
+                           "15.0-20.0 ms (the slowest x1.33 the fastest); stored noise holds within x1.25")
+    assert calibration_line([run("2026-12-01T10:00:00", {"a": case()})], tmp_path / "absent.json").startswith(
+        "these runs were logged before the calibration workload was kept")
 
 
 def test_held_out_runs_are_those_after_the_noise_was_stored_on_the_cpu_it_was_learned_on() -> None:

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
+from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, SAME_SPEED_FACTOR
 from harness.models import cpu_model
 from harness.records import SpeedNoise
 from harness.report.tables import md_cell
@@ -477,6 +478,21 @@ def injection_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def calibration_line(runs: list[dict], baseline: Path) -> str:
+    """How far the machine's calibration time moved over the runs, against the baseline's: the spread within which
+    stored noise is trusted (machine_speed.SAME_SPEED_FACTOR) must cover it."""
+    times = [run["fingerprint"].get(CALIBRATION_KEY) for run in runs]
+    times = sorted(t for t in times if isinstance(t, (int, float)) and not isinstance(t, bool))
+    if not times:
+        return "these runs were logged before the calibration workload was kept: no machine speed to show"
+    saved = read_results(baseline).fingerprint.get(CALIBRATION_KEY) if baseline.exists() else None
+    against = f", the baseline's last save {1e3 * saved:.1f} ms" if isinstance(saved, (int, float)) else ""
+    return (f"the calibration workload (`harness/machine_speed.py`) over {len(times)} runs: median "
+            f"{1e3 * statistics.median(times):.1f} ms, {1e3 * times[0]:.1f}-{1e3 * times[-1]:.1f} ms (the slowest "
+            f"x{times[-1] / times[0]:.2f} the fastest){against}; stored noise holds within x{SAME_SPEED_FACTOR:g} "
+            "of the saving machine's")
+
+
 def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
     aa, slowdowns, injections, pairs, blocked = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs",
                                                                                      "blocked"))
@@ -493,6 +509,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         aa_table(aa), "",
         held_out_line(aa, calibrated_at(baseline) if baseline.exists() else None,
                       {n.learned_on for n in noise.values()}), "",
+        calibration_line(aa, baseline), "",
         "### Speed noise per variant", "",
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
         "not learn from (each run against the other runs), it raises this many false alarms:", "",
