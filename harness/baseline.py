@@ -324,7 +324,8 @@ class MachineMatch:
 
 
 def match_machine(noise: SpeedNoise | None, run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
-    """Stored noise holds only on the CPU model it was learned on, and on a machine within SAME_SPEED_FACTOR
+    """Stored noise holds only on the CPU model (and generation, where both know it) it was learned on, and on a
+    machine within SAME_SPEED_FACTOR
     of the one that saved the case: bitsandbytes' nf4 variants of the eval case lost 24-47% of their speedup
     from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the same AMD EPYC but ran
     every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
@@ -334,6 +335,10 @@ def match_machine(noise: SpeedNoise | None, run: dict[str, Any], saved: dict[str
         return MachineMatch(None, scale)
     if cpu and noise.learned_on and noise.learned_on != cpu:
         return MachineMatch(None, scale, f"the baseline's speed noise was learned on {noise.learned_on}, this run is on {cpu}")
+    arch = run.get("cpu_arch")
+    if arch and noise.arch and noise.arch != arch:
+        return MachineMatch(None, scale, f"the baseline's speed noise was learned on {noise.learned_on} ({noise.arch}), "
+                                         f"this run is on {cpu} ({arch})")
     if not same_speed(scale):
         return MachineMatch(None, scale, f"this machine ran the calibration workload x{scale:.2f} as long as the one "
                                          "that saved the baseline, beyond the "

@@ -273,15 +273,34 @@ def device_class(device: str, gpus: int = 1) -> str:
 
 
 @functools.cache  # read once: the fingerprint is taken again for every case
-def cpu_model() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): speedups are only comparable on one."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo; empty where there is none (not Linux)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor's block ends here
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): speedups are only comparable on one."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_arch() -> str:
+    """The CPU's generation and widest vector unit ("family 6 model 207, amx"): a VM may show one model name for
+    several generations, whose kernels (bitsandbytes', oneDNN's) do not speed up alike; "" where unknown."""
+    info = _cpuinfo()
+    if "cpu family" not in info or "model" not in info:
+        return ""
+    flags = set(info.get("flags", "").split())
+    widest = next((name for flag, name in (("amx_tile", "amx"), ("avx512f", "avx512"), ("avx2", "avx2")) if flag in flags), "")
+    return f"family {info['cpu family']} model {info['model']}" + (f", {widest}" if widest else "")
 
 
 def fingerprint(device: str, placement: Placement | None = None) -> dict:
@@ -297,6 +316,7 @@ def fingerprint(device: str, placement: Placement | None = None) -> dict:
         "bitsandbytes": _version("bitsandbytes"),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_arch": cpu_arch(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         # torch sets its own pool; OpenMP libraries beside it (bitsandbytes' CPU kernels) take this, or every core

@@ -90,6 +90,7 @@ class SpeedNoise:
     runs: int  # how many A/A runs it was learned from
     measured: str  # when and where, e.g. "2026-12-01, AMD EPYC (2 cores)"
     cpu: str = ""  # the CPU's model name it was learned on; "" in entries stored before it was kept
+    arch: str = ""  # and its generation (models.cpu_arch); "" in entries stored before it was kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

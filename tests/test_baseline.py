@@ -437,6 +437,16 @@ def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() 
         assert match_machine(noise, {}, {}).noise is noise  # a run that says neither keeps the noise, unscaled
         assert match_machine(noise, {}, {}).scale is None
     assert match_machine(None, {"cpu": "AMD EPYC"}, {}) == match_machine(None, {}, {})
+    # One model name, two generations: the noise holds on the one it was learned on.
+    of_one = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="x", cpu="Intel(R) Xeon(R) Processor",
+                        arch="family 6 model 207, avx512")
+    run = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_arch": "family 6 model 207, avx512"}
+    assert match_machine(of_one, run, {}).noise is of_one
+    other = match_machine(of_one, {**run, "cpu_arch": "family 6 model 143, avx512"}, {})
+    assert other.noise is None and other.set_aside == ("the baseline's speed noise was learned on Intel(R) Xeon(R) "
+                                                       "Processor (family 6 model 207, avx512), this run is on Intel(R) "
+                                                       "Xeon(R) Processor (family 6 model 143, avx512)")
+    assert match_machine(learned, run, {}).noise is learned  # noise stored before the generation was kept
 
 
 def test_machine_scale_needs_a_calibration_on_both_sides() -> None:

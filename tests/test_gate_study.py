@@ -206,13 +206,18 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
                  # judged against another baseline record: not learned from
                  SEARCH_ALL_ON: case(speedup=speedups[SEARCH_ALL_ON] * f, baseline_speedup=speedups[SEARCH_ALL_ON] * 2)})
             for i, f in enumerate(factors)]
+    for logged in runs[1:]:  # the first run logged no generation: it counts with the others
+        logged["fingerprint"]["cpu_arch"] = "family 25 model 17, avx512"
+    another_generation = run("2026-12-01T09:00:00", {ALL_ON: case(speedup=speedups[ALL_ON] / 2, baseline_speedup=speedups[ALL_ON])})
+    another_generation["fingerprint"]["cpu_arch"] = "family 25 model 1, avx2"
     log = tmp_path / "aa.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    log.write_text("".join(json.dumps(r) + "\n" for r in [another_generation, *runs]))
     stored = calibrate(log, baseline)
     assert set(stored) == {ALL_ON}
     loaded = load_baseline(baseline, "cpu", "embedded-reference")
     noise = speed_noise_of(loaded, ALL_ON)
     assert noise.runs == 8 and math.isclose(noise.spread, stored[ALL_ON].spread)
+    assert noise.cpu == "AMD EPYC" and noise.arch == "family 25 model 17, avx512"
     assert speed_noise_of(loaded, SEARCH_ALL_ON) is None
     assert loaded.history[-1]["speed_noise"] is True
     assert calibrated_at(baseline) == loaded.history[-1]["saved_at"]

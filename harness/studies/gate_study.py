@@ -203,7 +203,7 @@ def caught(run: dict, injection: Injection) -> bool:
 # --- learning the speed noise ------------------------------------------------------------------------------
 
 
-def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "") -> dict[str, SpeedNoise]:
+def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "", arch: str = "") -> dict[str, SpeedNoise]:
     """Per variant, the mean and standard deviation of log(baseline speedup / run speedup) over A/A runs that
     were judged against the baseline it now has (a case saved again since starts over)."""
     drops: dict[str, list[float]] = {}
@@ -211,7 +211,8 @@ def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "
         for case_id, case in run["cases"].items():
             if case["speedup"] and case.get("baseline_speedup"):
                 drops.setdefault(case_id, []).append(math.log(case["baseline_speedup"] / case["speedup"]))
-    return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured, cpu)
+    return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured,
+                                cpu, arch)
             for case_id, values in drops.items() if len(values) >= min_runs}
 
 
@@ -221,12 +222,14 @@ def calibrate(log: Path, baseline: Path) -> dict[str, SpeedNoise]:
     runs = logged_runs(log)
     if not runs:
         raise SystemExit(f"no A/A runs in {log}: run python -m harness.studies.gate_study aa first")
-    runs = [run for run in runs if run["cpu"] == runs[-1]["cpu"]]  # noise holds on the CPU it was learned on
+    # Noise holds on the CPU it was learned on: its model name, and its generation where the runs logged one.
+    arch = runs[-1]["fingerprint"].get("cpu_arch", "")
+    runs = [run for run in runs if run["cpu"] == runs[-1]["cpu"] and run["fingerprint"].get("cpu_arch", arch) == arch]
     # Only the runs judged against the baseline records the file holds now.
     matching = [{**run, "cases": {c: v for c, v in run["cases"].items() if v.get("baseline_speedup") == current.get(c)}}
                 for run in runs]
     measured = f"{runs[0]['at'][:10]} to {runs[-1]['at'][:10]}, {runs[-1]['cpu']} ({runs[-1]['fingerprint'].get('cpu_count')} cores)"
-    noise = {c: n for c, n in speed_noise(matching, measured, cpu=runs[-1]["cpu"]).items() if c in current}
+    noise = {c: n for c, n in speed_noise(matching, measured, cpu=runs[-1]["cpu"], arch=arch).items() if c in current}
     store_speed_noise(baseline, data["device_class"], data["model_id"], noise,
                       f"speed noise of {len(noise)} variants from the A/A runs in {log}")
     return noise
