@@ -325,10 +325,9 @@ class MachineMatch:
 
 def match_machine(noise: SpeedNoise | None, run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
     """Stored noise holds only on the CPU model (and generation, where both know it) it was learned on, and on a
-    machine within SAME_SPEED_FACTOR
-    of the one that saved the case: bitsandbytes' nf4 variants of the eval case lost 24-47% of their speedup
-    from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the same AMD EPYC but ran
-    every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
+    machine within SAME_SPEED_FACTOR of the one that saved the case: bitsandbytes' nf4 variants of the eval case
+    lost 24-47% of their speedup from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the
+    same AMD EPYC but ran every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
     scale = machine_scale(run, saved)
     cpu = run.get("cpu")
     if noise is None:

@@ -411,10 +411,10 @@ class BenchSession:
                              saved_fingerprint(self.baseline, case_id))
 
     def machine_matches(self) -> list[MachineMatch]:
-        """The match of every case the baseline holds, for the run's summary of scales and noise set aside."""
+        """The match of every case run that the baseline holds, for the summary of scales and noise set aside."""
         if not isinstance(self.baseline, BaselineFile):
             return []
-        return [self.machine_match(case_id) for case_id in self.baseline.cases]
+        return [self.machine_match(case_id) for case_id in self.records if case_id in self.baseline.cases]
 
 
 @dataclass
