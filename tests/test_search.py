@@ -48,7 +48,8 @@ def _assert_same_tree(got, expected) -> None:
         assert node.token_ids == expected_node.token_ids
         assert [c.token_ids[-1] for c in node.children] == [c.token_ids[-1] for c in expected_node.children]
         assert node.visits == expected_node.visits
-        assert node.value == pytest.approx(expected_node.value, abs=1e-6)  # log-priors agree to ~1e-6
+        # log-priors agree to ~1e-6, the values built from them a little less (1.8e-6 apart in one example found)
+        assert node.value == pytest.approx(expected_node.value, abs=1e-5)
         if expected_node.logits is not None:
             torch.testing.assert_close(node.logits, expected_node.logits, atol=1e-4, rtol=0)
 
