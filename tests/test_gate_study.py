@@ -73,6 +73,10 @@ def test_held_out_runs_are_those_after_the_noise_was_stored_on_the_cpu_it_was_le
     line = held_out_line(runs, "2026-12-01T21:22:23+00:00", {"AMD EPYC"})
     assert line.endswith("stored at 2026-12-01 21:22 UTC (learned from earlier runs, not from these): 2, with a false alarm: 1")
     assert "factor rule" in held_out_line(runs, None, set())
+    # a run whose calibration was 0.65x the save's had its noise set aside too
+    runs[2]["fingerprint"] = {**runs[2]["fingerprint"], "calibration_seconds": 0.0108}
+    line = held_out_line(runs, "2026-12-01T21:22:23+00:00", {"AMD EPYC"}, {"calibration_seconds": 0.0166})
+    assert line.endswith("not from these): 1, with a false alarm: 0; 1 more whose calibration set the noise aside")
 
 
 def test_speed_noise_is_the_spread_of_log_speedup_drops_over_runs() -> None:
