@@ -60,6 +60,12 @@ def machine_scale(run: dict, saved: dict) -> float | None:
     return now / then
 
 
+def slower_by(scale: float | None) -> float | None:
+    """The factor to divide this run's times by: a slower calibration only. One sitting's calibrations spread 1.7x
+    (10.8-18.2 ms), so a fast one must not make the rounds that follow look slow; a slow one can only forgive."""
+    return scale if scale is not None and scale > 1.0 else None
+
+
 def same_speed(scale: float | None) -> bool:
     """Whether two machines ran the calibration within SAME_SPEED_FACTOR of each other (unknown counts as same:
     there is nothing to tell them apart by)."""

@@ -27,6 +27,7 @@ from harness.guard import (CaseFailure, TimeBudget, failing_cleanly_on_oom, is_o
 from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, Side, measure_interleaved, time_pairs
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
+from harness.machine_speed import slower_by
 from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
@@ -662,7 +663,7 @@ class BenchCase:
 def _machine_lines(matches: list[MachineMatch]) -> list[str]:
     """What the baseline's machine differs in: the scale of absolute times, and why stored noise was set aside."""
     lines = []
-    scales = sorted({round(m.scale, 2) for m in matches if m.scale is not None})
+    scales = sorted({round(m.scale, 2) for m in matches if slower_by(m.scale) is not None})
     if scales and scales != [1.0]:
         spread = f"x{scales[0]:.2f}" if len(scales) == 1 else f"x{scales[0]:.2f}-x{scales[-1]:.2f}"
         lines.append(f"this machine ran the calibration workload {spread} as long as the baseline's: the reference "

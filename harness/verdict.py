@@ -34,6 +34,7 @@ import math
 import numpy as np
 from scipy import stats
 
+from harness.machine_speed import slower_by
 from harness.records import CaseRecord, SpeedNoise, Speedup, differing_items
 
 # Verdict statuses, worst first.
@@ -217,21 +218,15 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
     return Finding("speedup", "baseline", status, message)
 
 
-def _slower_machine(machine_scale: float | None) -> float | None:
-    """The scale to divide by: only a slower calibration. One sitting's calibrations spread 1.7x (10.8-18.2 ms), so a
-    fast one must not make the rounds that follow look slow; a slow one can only forgive."""
-    return machine_scale if machine_scale is not None and machine_scale > 1.0 else None
-
-
 def _scaled_rounds(current: CaseRecord, machine_scale: float | None) -> list[float]:
     """The current rounds as the baseline's machine would have timed them: divided by how many times slower this
     machine ran the calibration workload (machine_speed)."""
-    scale = _slower_machine(machine_scale)
+    scale = slower_by(machine_scale)
     return [t / scale for t in current.speed.round_seconds] if scale else list(current.speed.round_seconds)
 
 
 def _time_change(factor: float, machine_scale: float | None) -> str:
-    machine_scale = _slower_machine(machine_scale)
+    machine_scale = slower_by(machine_scale)
     if not machine_scale:
         return f"x{factor:.2f}"
     return f"x{factor * machine_scale:.2f} as timed, x{factor:.2f} scaled by this machine's x{machine_scale:.2f} on the calibration"
