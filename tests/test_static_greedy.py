@@ -104,3 +104,23 @@ def test_no_new_tokens_is_refused(loaded):
     encoded = _encoded(loaded, ["Compute 7 * 6."])
     with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
         greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 0, compiled=False)
+
+
+def test_compiled_steps_of_several_rows_attend_eagerly_and_the_model_keeps_its_attention(loaded):
+    # sdpa with the static cache's mask copies the key/value heads each step (BATCHED_STEP_ATTENTION); the prefill,
+    # a single row and an uncompiled loop keep the attention the model was loaded with
+    model = loaded.model
+    assert model.config._attn_implementation == "sdpa"
+    seen: list[str] = []
+    hook = model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    try:
+        for prompts, compiled in ((["Compute 7 * 6.", "What is 12 - 5?"], True), (["Compute 7 * 6."], True),
+                                  (["Compute 7 * 6.", "What is 12 - 5?"], False)):
+            seen.clear()
+            encoded = _encoded(loaded, prompts)
+            greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 4, compiled=compiled)
+            steps = "eager" if compiled and len(prompts) > 1 else "sdpa"
+            assert seen == ["sdpa"] + [steps] * 3, (prompts, compiled)
+            assert model.config._attn_implementation == "sdpa"
+    finally:
+        hook.remove()

@@ -34,8 +34,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,6 +44,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 
+from harness.pipelines.attention import attention_implementation
 from harness.pipelines.cache_api import last_logits
 from harness.pipelines.eval import EvalSettings, count_forward_passes, plan_by_length, run_eval
 from harness.progress import advance
@@ -122,16 +122,6 @@ class Detector:
 
 
 # --- samples -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def attention_implementation(model, implementation: str) -> Iterator[None]:
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(implementation)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 def build_samples(model, tokenizer, items: list[TaskItem]) -> list[Sample]:

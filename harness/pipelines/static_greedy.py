@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
 
+from harness.pipelines.attention import attention_implementation
 from harness.pipelines.cache_api import cache_keyword, last_logits
 
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
@@ -29,6 +30,12 @@ CACHE_LENGTH_STEP = 128
 # H200, 739 tokens/s at batch 1 against 616 without it (studies/gpu/decode-options/). torch.compile takes a mode or
 # options, not both.
 COMPILE_CONFIG = CompileConfig(mode=None, options={"triton.cudagraphs": True, "coordinate_descent_tuning": True})
+# The attention of compiled steps of more than one row, where the model was loaded with sdpa. The static cache always
+# passes a mask, and with a mask transformers' sdpa path expands the key/value heads to the query's before the call,
+# copying each layer's cache twice a step; compiled, eager attention does not. Batch-32 steps of the 1B profile on an
+# H200: 1.95 ms eager against 2.35 ms sdpa (studies/gpu/batch32-attention/). At batch 1 sdpa was faster (739 tokens/s
+# against 713), so single rows keep it. The prefill keeps the loaded attention too.
+BATCHED_STEP_ATTENTION = {"sdpa": "eager"}
 
 
 def cache_length(tokens: int) -> int:
@@ -138,18 +145,25 @@ def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     token, position, at = _pick(logits, tokens[:, :width], processors), positions[:, -1:] + 1, start[-1:] + 1
     arguments = _forward_arguments(model, cache, at)
     done = 0
-    while True:
-        tokens[:, width + done] = token[:, 0]
-        done += 1
-        if done == max_new_tokens or (stopping is not None and bool(stopping(tokens[:, : width + done], None).all())):
-            break
-        if compiled:
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are read: their buffers may be reused
-        output = step(input_ids=token, attention_mask=mask, position_ids=position, **arguments)
-        position += 1
-        at += 1
-        token.copy_(output if fused else _pick(output.logits, tokens[:, : width + done], processors))
+    with attention_implementation(model, step_attention(model, rows, compiled)):
+        while True:
+            tokens[:, width + done] = token[:, 0]
+            done += 1
+            if done == max_new_tokens or (stopping is not None and bool(stopping(tokens[:, : width + done], None).all())):
+                break
+            if compiled:
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are read: their buffers may be reused
+            output = step(input_ids=token, attention_mask=mask, position_ids=position, **arguments)
+            position += 1
+            at += 1
+            token.copy_(output if fused else _pick(output.logits, tokens[:, : width + done], processors))
     return StaticDecode(tokens[:, : width + done], first_logits)
+
+
+def step_attention(model, rows: int, compiled: bool) -> str:
+    """The attention implementation the one-token steps run with (see BATCHED_STEP_ATTENTION)."""
+    loaded = model.config._attn_implementation
+    return BATCHED_STEP_ATTENTION.get(loaded, loaded) if compiled and rows > 1 else loaded
 
 
 def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
@@ -158,4 +172,5 @@ def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return decode_static(model, input_ids, attention_mask, max_new_tokens, stopping, compiled=compiled).tokens
 
 
-__all__ = ["CACHE_LENGTH_STEP", "COMPILE_CONFIG", "StaticDecode", "cache_length", "decode_static", "greedy_static"]
+__all__ = ["BATCHED_STEP_ATTENTION", "CACHE_LENGTH_STEP", "COMPILE_CONFIG", "StaticDecode", "cache_length", "decode_static",
+           "greedy_static", "step_attention"]

@@ -3,6 +3,7 @@
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --mode max-autotune
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --option coordinate_descent_tuning=0
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --batch 32 --batched-step-attention sdpa
 
 One prompt (or `--batch` copies of it), greedy, with the static-cache loop of compile=on
 (`harness.pipelines.static_greedy`). The loop reads nothing back while it decodes, so the host runs ahead of the
@@ -13,7 +14,9 @@ By default the step is compiled as compile=on compiles it (`static_greedy.COMPIL
 in a torch.compile mode instead; `--option KEY=VALUE` with these inductor options (CUDA graphs kept on), as
 `torch.compile(options=...)`; `coordinate_descent_tuning=0` is the step as compile=on compiled it before it
 turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU
-reads per second (`harness.roofline.measured_read_bandwidth`).
+reads per second (`harness.roofline.measured_read_bandwidth`). The table names the attention the steps ran with: at
+batch > 1 compile=on steps attend eagerly where the model has sdpa (`static_greedy.BATCHED_STEP_ATTENTION`), unless
+`--batched-step-attention sdpa`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], help="an inductor option KEY=VALUE for the step's compile (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="rows decoded at once (copies of the prompt)")
     parser.add_argument("--attention", choices=("sdpa", "eager"), help="the attention implementation (default: the loaded one)")
+    parser.add_argument("--batched-step-attention", choices=("eager", "sdpa"),
+                        help="what the compiled steps of a batch attend with where the model has sdpa "
+                             "(default: static_greedy.BATCHED_STEP_ATTENTION's choice)")
     parser.add_argument("--no-cudnn-attention", action="store_true", help="keep sdpa off cuDNN's fused kernel")
     parser.add_argument("--bandwidth", action="store_true", help="first measure the GPU's read bandwidth")
     parser.add_argument("--profile", action="store_true", help="then the GPU kernels of one more decode, by time (torch.profiler)")
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(LoadSpec(args.model, device, default_dtype(device), compile=True))
     if args.attention:
         loaded.model.set_attn_implementation(args.attention)
+    if args.batched_step_attention:
+        static_greedy.BATCHED_STEP_ATTENTION = {"sdpa": args.batched_step_attention}
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
         # The kernel is picked while the step is traced, and inductor's on-disk caches do not key on this flag: a
@@ -102,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     times = time_steps(loaded.model, encoded, args.steps, device)
     compiled_as = args.mode or " ".join(f"{k}={v}" for k, v in static_greedy.COMPILE_CONFIG.options.items())
-    compiled_as += f", {loaded.model.config._attn_implementation}" + (" without cuDNN" if args.no_cudnn_attention else "")
+    compiled_as += f", {static_greedy.step_attention(loaded.model, args.batch, device == 'cuda')}"
+    compiled_as += " without cuDNN" if args.no_cudnn_attention else ""
     print(f"| model | batch | compile | queued ms/step | done ms/step | tokens/s | study s |\n"
           f"| --- | ---: | --- | ---: | ---: | ---: | ---: |\n"
           f"| {args.model} | {args.batch} | {compiled_as} | {times.queued_ms:.3f} | {times.done_ms:.3f} "
