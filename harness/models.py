@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from harness import profiles
+from harness.toggles import unavailable_reason
 from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, calibration_seconds
 from harness.placement import Placement, layout_of, offloaded_modules
 from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
@@ -144,6 +145,11 @@ def load_model(spec: LoadSpec) -> LoadedModel:
     as safetensors and loaded back, since bitsandbytes quantizes while loading."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # A case's own quantized load (a scoring panel's nf4 copy) is not a toggle that could skip it: it fails saying
+    # what to install, rather than with transformers' ImportError from inside from_pretrained.
+    missing = unavailable_reason({"quantization": spec.quantization}, spec.device)
+    if missing is not None:
+        raise ModelLoadError(missing)
     if profiles.is_profile(spec.source):
         try:
             # Built in place on one device; a device map (like bitsandbytes) needs from_pretrained, so a split or

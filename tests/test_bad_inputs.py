@@ -141,6 +141,13 @@ def test_missing_optional_dependency_says_what_to_install(monkeypatch) -> None:
     assert reason == "quantization=nf4 needs bitsandbytes: pip install 'pytest-llm-harness[quant]'"
 
 
+def test_a_quantized_load_without_bitsandbytes_says_what_to_install(monkeypatch) -> None:
+    # a case's own quantized model (the GPU scoring panel's nf4 copy) is not a toggle the variant could skip by
+    monkeypatch.setattr(toggles, "_installed", lambda module: module != "bitsandbytes")
+    with pytest.raises(ModelLoadError, match=r"^quantization=nf4 needs bitsandbytes: pip install 'pytest-llm-harness\[quant\]'$"):
+        load_model(LoadSpec("embedded", "cpu", "float32", "nf4"))
+
+
 # --- baselines -----------------------------------------------------------------------------------------------
 
 
