@@ -40,8 +40,8 @@ from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.baseline import load_baseline, speed_noise_of, store_speed_noise
-from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, SAME_SPEED_FACTOR, machine_scale, same_speed
+from harness.baseline import load_baseline, match_machine, speed_noise_of, store_speed_noise
+from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, SAME_SPEED_FACTOR
 from harness.models import cpu_model
 from harness.records import SpeedNoise
 from harness.report.tables import md_cell
@@ -283,18 +283,24 @@ def calibrated_at(baseline: Path) -> str | None:
     return saves[-1] if saves else None
 
 
-def held_out_line(runs: list[dict], since: str | None, learned_on: set[str], saved: dict | None = None) -> str:
+def held_out_line(runs: list[dict], since: str | None, noises: list[SpeedNoise], saved: dict | None = None) -> str:
     """The runs that the gate judged by the stored speed noise, which was learned from runs before them: taken
-    after `calibrate` stored it, on the CPU it was learned on and within the machine speed it holds at (elsewhere
-    it is set aside)."""
+    after `calibrate` stored it, on the CPU it was learned on, and where `match_machine` (the gate's own rule) let
+    it hold against the baseline's save (elsewhere it is set aside)."""
     if since is None:
         return "no speed noise stored yet: every run's speed was judged by the factor rule"
-    later = [run for run in runs if run["at"] > since and run["cpu"] in learned_on]
-    judged = [run for run in later if same_speed(machine_scale(run["fingerprint"], saved or {}))]
+    later = [run for run in runs if run["at"] > since and run["cpu"] in {n.learned_on for n in noises}]
+    judged = [run for run in later if _noise_holds(run, noises, saved or {})]
     failing = sum(map(_raised_alarm, judged))
-    aside = f"; {len(later) - len(judged)} more whose calibration set the noise aside" if len(judged) < len(later) else ""
+    aside = (f"; {len(later) - len(judged)} more whose machine (calibration or CPU generation) set the noise aside"
+             if len(judged) < len(later) else "")
     return (f"runs that the gate judged by the speed noise stored at {since[:16].replace('T', ' ')} UTC (learned "
             f"from earlier runs, not from these): {len(judged)}, with a false alarm: {failing}{aside}")
+
+
+def _noise_holds(run: dict, noises: list[SpeedNoise], saved: dict) -> bool:
+    fingerprint = {**run["fingerprint"], "cpu": run["cpu"]}
+    return any(match_machine(noise, fingerprint, saved).noise is not None for noise in noises)
 
 
 def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
@@ -514,7 +520,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "stored are judged by the factor rule).", "",
         aa_table(aa), "",
         held_out_line(aa, calibrated_at(baseline) if baseline.exists() else None,
-                      {n.learned_on for n in noise.values()}, read_results(baseline).fingerprint if baseline.exists() else None), "",
+                      list(noise.values()), read_results(baseline).fingerprint if baseline.exists() else None), "",
         calibration_line(aa, baseline), "",
         "### Speed noise per variant", "",
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
