@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from harness.baseline import match_machine
 from harness.records import CaseRecord
 from harness.results import Acceptance, ResultSet
+from harness.toggles import variant_label
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge, one_toggle_neighbours
 
 MISSING = "missing"  # in the baseline, not in the run
@@ -101,13 +102,15 @@ def compare(
     cross_device: bool = False,
     verdicts: dict[str, Verdict] | None = None,
     missing_within_groups_run: bool = False,
+    matrix_labels: dict[str, set[str]] | None = None,
 ) -> Diff:
     """Judge every case of `new` against its entry in `old`, and list `old`'s cases that `new` lacks.
 
     `verdicts` (from a live session) are used as given; otherwise each case is judged here, against the
     baseline, its session reference and its one-toggle neighbours in `new`. A live session that ran a
     subset (`-k eval`) lists as missing only the baseline cases of the pipelines and groups it ran
-    (`missing_within_groups_run`).
+    (`missing_within_groups_run`), and of those only the variants its matrix has (`matrix_labels`: per
+    pipeline, the labels it parametrized; `--bench-matrix all-on` leaves out the leave-one-out variants).
     """
     policy = policy or GatePolicy.for_speed_factor()
     speed_judged = True
@@ -129,7 +132,8 @@ def compare(
         ))
     groups_run = {(r.pipeline, r.group) for r in new.records.values()}
     for case_id, baseline in baseline_records.items():
-        out_of_scope = missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run
+        out_of_scope = ((missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run)
+                        or not _in_matrix(baseline, matrix_labels))
         if case_id not in new.records and not out_of_scope:
             cases.append(CaseDiff(case_id, baseline.pipeline, MISSING, None, baseline, None,
                                   accepted=old.acceptances.get(case_id)))
@@ -140,6 +144,12 @@ def compare(
     if new.ignored:
         diff.notes.append(f"{new.ignored} pytest-benchmark entries without a harness record were left out")
     return diff
+
+
+def _in_matrix(record: CaseRecord, matrix_labels: dict[str, set[str]] | None) -> bool:
+    if matrix_labels is None or record.pipeline not in matrix_labels:
+        return True
+    return variant_label(record.variant, record.reference_variant) in matrix_labels[record.pipeline]
 
 
 def _reaccepted(old: ResultSet | None, new: ResultSet, case_id: str) -> Acceptance | None:

@@ -52,7 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"))
     group.addoption("--bench-matrix", default="leave-one-out", choices=toggle_registry.MATRICES,
                     help="variants per case: ablation (reference, each toggle alone, all on), "
-                         "leave-one-out (reference, all on, all on but one; default), full (cross product)")
+                         "leave-one-out (reference, all on, all on but one; default), full (cross product), "
+                         "all-on (reference and all on: a quick gate)")
     group.addoption("--bench-rounds", type=int, default=3,
                     help="timed rounds per variant, at least (default 3; 1: a single round, no time budget)")
     group.addoption("--bench-min-time", type=float, default=DEFAULT_MIN_TIME, metavar="SECONDS",
@@ -319,7 +320,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for variant in chosen:
         reason = toggle_registry.unavailable_reason(variant, device)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
-        params.append(pytest.param(variant, id=toggle_registry.variant_label(variant, reference), marks=marks))
+        label = toggle_registry.variant_label(variant, reference)
+        params.append(pytest.param(variant, id=label, marks=marks))
+        if session is not None:
+            session.matrix_labels.setdefault(marker.kwargs["pipeline"], set()).add(label)
     metafunc.parametrize("variant", params)
 
 
@@ -348,6 +352,9 @@ class BenchSession:
     failures: dict[str, Exception] = field(default_factory=dict)
     # Per case (function and parameters, workers.group_name): the variants collected to run, in order.
     case_variants: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # Per pipeline: the variant labels --bench-matrix parametrized (before -k), so that baseline cases of
+    # another matrix are not listed as missing. Empty on an xdist controller, which collects nothing.
+    matrix_labels: dict[str, set[str]] = field(default_factory=dict)
     saved_to: Path | None = None
     diff: Diff | None = None  # this run against its baseline, built at session end
     # On an xdist worker: the case ids whose records, and whose verdicts, went to the controller already.
@@ -742,7 +749,8 @@ def _session_diff(bench_session: BenchSession) -> Diff:
     run = ResultSet("this run", RUN, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
                     dict(bench_session.fingerprint), dict(bench_session.records))
     baseline = bench_session.baseline_set()
-    diff = compare(baseline, run, verdicts=bench_session.verdicts, missing_within_groups_run=True)
+    diff = compare(baseline, run, verdicts=bench_session.verdicts, missing_within_groups_run=True,
+                   matrix_labels=bench_session.matrix_labels or None)
     if isinstance(bench_session.baseline, BaselineError):
         diff.notes.append(f"baseline not used: {bench_session.baseline}")
     if config.getoption("--bench-save-baseline"):

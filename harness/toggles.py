@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 EXACT, TOLERANCE, BUDGETED = "exact", "tolerance", "budgeted"
 LOAD, RUN = "load", "run"
-MATRICES = ("ablation", "leave-one-out", "full")
+MATRICES = ("ablation", "leave-one-out", "full", "all-on")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,8 @@ def variants(toggles: dict[str, tuple[str, ...]], matrix: str) -> list[dict[str,
         chosen.append(all_on)
     elif matrix == "leave-one-out":
         chosen = [reference, all_on] + [{**all_on, name: reference[name]} for name in swept]
+    elif matrix == "all-on":  # a quick gate: what the optimizations add up to, against the reference
+        chosen = [reference, all_on]
     else:
         chosen = [dict(zip(swept, combo)) for combo in itertools.product(*swept.values())]
     unique: list[dict[str, str]] = []

@@ -115,6 +115,30 @@ def test_new_and_missing_cases() -> None:
     assert diff.exit_code(allow_missing=True) == EXIT_OK
 
 
+def test_a_run_of_the_all_on_matrix_lists_as_missing_only_the_variants_that_matrix_has() -> None:
+    from harness.toggles import variant_label
+
+    baseline = recorded()
+    run = as_run(recorded())
+    for case_id in [c for c, r in run.records.items() if r.pipeline == "eval" and c not in (EVAL_REFERENCE, ALL_ON)]:
+        run = dropped(run, case_id)
+    run = dropped(run, EVAL_REFERENCE)  # as if its item had failed: a variant of the matrix, so still missing
+    all_on = run.records[ALL_ON]
+    labels = {"eval": {"reference", variant_label(all_on.variant, all_on.reference_variant)}}
+    diff = compare(baseline, run, missing_within_groups_run=True, matrix_labels=labels)
+    missing = {c.case_id for c in diff.cases if c.status == MISSING}
+    assert missing == {EVAL_REFERENCE}
+    # without the matrix, every eval variant the run lacks is missing
+    assert len({c.case_id for c in compare(baseline, run).cases if c.status == MISSING}) > 2
+
+
+def test_the_all_on_matrix_is_the_reference_and_every_toggle_on() -> None:
+    from harness.toggles import variants
+
+    chosen = variants({"kv_cache": ("on",), "batching": ("static8", "dynamic")}, "all-on")
+    assert chosen == [{"kv_cache": "off", "batching": "1"}, {"kv_cache": "on", "batching": "dynamic"}]
+
+
 def test_another_device_class_is_refused_unless_asked_and_then_speed_is_not_judged() -> None:
     from harness.diff import DiffRefused
 

@@ -85,6 +85,11 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
     assert main(["diff", str(baseline), str(pytest_benchmark)]) == 0
     assert main(["diff", str(baseline), str(report)]) == 0
 
+    # The quick gate: the reference and all on; the leave-one-out variants it does not run are not missing.
+    quick = _run(pytester, "--benchmark", "--bench-matrix", "all-on", "--bench-report", str(markdown))
+    quick.assert_outcomes(passed=2)
+    assert markdown.read_text().startswith("## Benchmark: 0 regressed, 0 improved, 2 passed, 0 new\n")
+
 
 def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pytester):
     from harness.baseline import store_speed_noise
