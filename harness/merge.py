@@ -30,11 +30,14 @@ class WorkerResults:
     fingerprint: dict[str, Any]
     records: list[CaseRecord]
     verdicts: list[Verdict]
+    # Per pipeline, the variant labels the worker's --bench-matrix parametrized: the controller collects nothing.
+    matrix_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSION, "worker": self.worker, "fingerprint": self.fingerprint,
                            "records": [r.to_dict() for r in self.records],
-                           "verdicts": [verdict_to_dict(v) for v in self.verdicts]}, sort_keys=True)
+                           "verdicts": [verdict_to_dict(v) for v in self.verdicts],
+                           "matrix_labels": self.matrix_labels}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> WorkerResults:
@@ -43,7 +46,7 @@ class WorkerResults:
             raise ValueError(f"worker results of schema {data.get('schema_version')!r}, this version reads "
                              f"{SCHEMA_VERSION}: the workers run another harness version than the controller")
         return cls(data["worker"], data["fingerprint"], [CaseRecord.from_dict(r) for r in data["records"]],
-                   [verdict_from_dict(v) for v in data["verdicts"]])
+                   [verdict_from_dict(v) for v in data["verdicts"]], data.get("matrix_labels", {}))
 
 
 def results_of(user_properties: list[tuple[str, object]]) -> WorkerResults | None:
@@ -63,8 +66,11 @@ class MergedRun:
     fingerprint: dict[str, Any] | None = None  # the first worker's; every other must share its device class
     workers: dict[str, int] = field(default_factory=dict)  # worker id -> cases merged from it
     problems: list[str] = field(default_factory=list)
+    matrix_labels: dict[str, set[str]] = field(default_factory=dict)  # every worker's, joined
 
     def add(self, results: WorkerResults) -> None:
+        for pipeline, labels in results.matrix_labels.items():
+            self.matrix_labels.setdefault(pipeline, set()).update(labels)
         device_class = results.fingerprint.get("device_class")
         if self.fingerprint is None:
             self.fingerprint = dict(results.fingerprint)

@@ -353,7 +353,7 @@ class BenchSession:
     # Per case (function and parameters, workers.group_name): the variants collected to run, in order.
     case_variants: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # Per pipeline: the variant labels --bench-matrix parametrized (before -k), so that baseline cases of
-    # another matrix are not listed as missing. Empty on an xdist controller, which collects nothing.
+    # another matrix are not listed as missing. On an xdist controller, which collects nothing: the workers'.
     matrix_labels: dict[str, set[str]] = field(default_factory=dict)
     saved_to: Path | None = None
     diff: Diff | None = None  # this run against its baseline, built at session end
@@ -380,7 +380,8 @@ class BenchSession:
         verdicts = [verdict for case_id, verdict in self.verdicts.items() if case_id not in self.sent_verdicts]
         self.sent_records.update(r.case_id for r in records)
         self.sent_verdicts.update(v.case_id for v in verdicts)
-        return WorkerResults(worker, scrub_paths(dict(self.fingerprint)), records, verdicts)
+        labels = {pipeline: sorted(names) for pipeline, names in self.matrix_labels.items()}
+        return WorkerResults(worker, scrub_paths(dict(self.fingerprint)), records, verdicts, labels)
 
     @property
     def baseline_dir(self) -> Path:
@@ -803,6 +804,7 @@ def _merge_workers(bench_session: BenchSession) -> None:
     """The controller's run is the workers' merged results, in the environment the workers measured."""
     merged = bench_session.merged
     bench_session.records, bench_session.verdicts = dict(merged.records), dict(merged.verdicts)
+    bench_session.matrix_labels = merged.matrix_labels
     for derived in ("fingerprint", "baseline"):  # computed again from the workers' fingerprint
         bench_session.__dict__.pop(derived, None)
 

@@ -175,6 +175,7 @@ def _results(worker: str, device: str, *case_ids: str) -> WorkerResults:
 
 def test_worker_results_travel_as_json_and_come_back_equal():
     results = _results("gw1", "cuda-h200", "eval[math|reference]", "eval[math|kv_cache=on]")
+    results.matrix_labels = {"eval": ["kv_cache=on", "reference"]}
     text = results.to_json()
     json.loads(text)  # plain JSON: no pickle crosses between processes
     back = results_of([("other", "x"), (USER_PROPERTY, text)])
@@ -197,6 +198,16 @@ def test_two_workers_merge_into_one_run_with_every_case_once():
     assert set(merged.verdicts) == set(merged.records)
     assert merged.workers == {"gw0": 2, "gw1": 2}
     assert merged.fingerprint["device_class"] == "cuda-h200" and not merged.problems
+
+
+def test_the_workers_matrix_labels_are_joined_so_the_controller_lists_as_missing_only_its_matrix():
+    merged = MergedRun()
+    first, second = _results("gw0", "cpu", "eval[a|reference]"), _results("gw1", "cpu", "search[a|reference]")
+    first.matrix_labels = {"eval": ["reference", "kv_cache=on"]}
+    second.matrix_labels = {"eval": ["reference"], "search": ["reference", "batching=dynamic"]}
+    merged.add(first)
+    merged.add(second)
+    assert merged.matrix_labels == {"eval": {"reference", "kv_cache=on"}, "search": {"reference", "batching=dynamic"}}
 
 
 def test_a_case_measured_on_two_workers_is_kept_once_and_said():
