@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
                                         metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
-                                        spread_sources_table, timing_table)
+                                        estimator_table, spread_sources_table, timing_table)
 
 
 def test_metric_kinds() -> None:
@@ -116,6 +116,22 @@ def test_spread_sources_split_a_speedups_spread_into_its_two_medians() -> None:
     assert f"| `c[g\\|kv_cache=on]` | {spread:.1f}% | 0.0% | {spread:.1f}% | +0.00 | {within:.1f}% |" in table
     assert "reference]`" not in table  # a reference has no speedup to split
     assert spread_sources_table(runs[:2]) == "too few A/A runs to split the spread"
+
+
+def test_estimator_table_gives_the_speedup_spread_of_each_way_to_sum_up_the_rounds() -> None:
+    def timed(rounds: list[float]) -> dict:
+        return {**case(), "round_seconds": rounds}
+
+    # one slow round per run in the variant, a different one each time: the median and the minimum ignore it,
+    # the mean does not
+    runs = [run(f"2026-12-01T0{i}:00:00", {"c[g|reference]": timed([10.0, 10.0, 10.0]),
+                                             "c[g|kv_cache=on]": timed([1.0, 1.0, 1.0 + 0.5 * i])}) for i in range(4)]
+    table = estimator_table(runs)
+    mean_spread = 100 * statistics.stdev([math.log(10.0 / ((3.0 + 0.5 * i) / 3)) for i in range(4)])
+    assert "| variant | median | mean | lower quartile | minimum |" in table
+    assert f"| `c[g\\|kv_cache=on]` | 0.0% | {mean_spread:.1f}% | 0.0% | 0.0% |" in table
+    assert "| **median of the 1 variants** |" in table
+    assert estimator_table(runs[:2]) == "too few A/A runs with their rounds to compare estimators"
 
 
 def test_timing_table_sets_the_speedup_spread_in_blocks_beside_the_one_in_turns() -> None:

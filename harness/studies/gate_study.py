@@ -344,10 +344,7 @@ def spread_sources_table(runs: list[dict]) -> str:
     lines = ["| variant | speedup (sd) | reference median (sd) | variant median (sd) | correlation | rounds within a run (sd) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     rows = []
-    for case_id in runs[0]["cases"]:
-        reference = case_id.split("|")[0] + "|reference]"
-        if case_id == reference or any(case_id not in run["cases"] or reference not in run["cases"] for run in runs):
-            continue
+    for case_id, reference in _variant_reference_pairs(runs, "median_seconds"):
         ref = [math.log(run["cases"][reference]["median_seconds"]) for run in runs]
         var = [math.log(run["cases"][case_id]["median_seconds"]) for run in runs]
         speedup, ref_sd, var_sd = statistics.stdev([r - v for r, v in zip(ref, var)]), statistics.stdev(ref), statistics.stdev(var)
@@ -358,6 +355,41 @@ def spread_sources_table(runs: list[dict]) -> str:
         lines.append(f"| {md_cell(f'`{case_id}`')} | {100 * speedup:.1f}% | {100 * ref_sd:.1f}% | {100 * var_sd:.1f}% "
                      f"| {correlation:+.2f} | {100 * within:.1f}% |")
     return "\n".join(lines)
+
+
+# Ways to sum up one side's rounds before the ratio; the gate takes the median.
+ESTIMATORS = {"median": statistics.median, "mean": statistics.fmean,
+              "lower quartile": lambda rounds: statistics.quantiles(rounds, n=4, method="inclusive")[0], "minimum": min}
+
+
+def estimator_table(runs: list[dict]) -> str:
+    """The run-to-run spread of each variant's log speedup when both sides' rounds are summed up otherwise. Where
+    the spread comes from whole runs (the machine over minutes) and not from single slow rounds, none of these
+    narrows it much: the minimum and the lower quartile leave out slow rounds, the mean keeps every one."""
+    pairs = _variant_reference_pairs(runs)
+    if len(runs) < 3 or not pairs:
+        return "too few A/A runs with their rounds to compare estimators"
+    lines = ["| variant | " + " | ".join(ESTIMATORS) + " |", "| --- |" + " ---: |" * len(ESTIMATORS)]
+    spreads = {}
+    for case_id, reference in pairs:
+        spreads[case_id] = [_log_sd([summed(run["cases"][reference]["round_seconds"]) / summed(run["cases"][case_id]["round_seconds"])
+                                     for run in runs]) for summed in ESTIMATORS.values()]
+    for case_id, row in sorted(spreads.items(), key=lambda item: -item[1][0]):
+        lines.append(f"| {md_cell(f'`{case_id}`')} | " + " | ".join(f"{100 * sd:.1f}%" for sd in row) + " |")
+    medians = [statistics.median(row[index] for row in spreads.values()) for index in range(len(ESTIMATORS))]
+    lines.append(f"| **median of the {len(spreads)} variants** | " + " | ".join(f"**{100 * sd:.1f}%**" for sd in medians) + " |")
+    return "\n".join(lines)
+
+
+def _variant_reference_pairs(runs: list[dict], field: str = "round_seconds") -> list[tuple[str, str]]:
+    """Each variant of the first run with its case's reference, where every run logged `field` for both."""
+    pairs = []
+    for case_id in runs[0]["cases"] if runs else []:
+        reference = case_id.split("|")[0] + "|reference]"
+        if case_id != reference and all(run["cases"].get(key, {}).get(field)
+                                        for run in runs for key in (case_id, reference)):
+            pairs.append((case_id, reference))
+    return pairs
 
 
 def speedup_spreads(runs: list[dict]) -> dict[str, float]:
@@ -532,6 +564,9 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "same minutes. Per variant, over the A/A runs: the spread of the speedup, of each median, how far the two "
         "medians move together, and the median spread of one variant's rounds within a run:", "",
         spread_sources_table(aa), "",
+        "The same rounds summed up otherwise before the ratio: the run-to-run spread (sd of the log speedup) with "
+        "each side's median (the gate), mean, lower quartile or minimum:", "",
+        estimator_table(aa), "",
         "### In turns against in blocks", "",
         f"Before, the gate timed all of the reference's rounds and then all of each variant's (`{logs['blocked']}`, "
         "and docs/gate-study-blocked.md). The same variants' run-to-run spread of speedup, timed each way:", "",
