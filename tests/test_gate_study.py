@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.records import SpeedNoise
 from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
                                         metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
-                                        estimator_table, spread_sources_table, timing_table)
+                                        estimator_table, gate_command, spread_sources_table, timing_table)
 
 
 def test_metric_kinds() -> None:
@@ -251,3 +251,11 @@ def test_every_injection_target_is_a_collected_bench_case() -> None:
     targets = tuple(target for injection in INJECTIONS for target in injection.targets)
     nodes = node_ids(targets)
     assert len(nodes) == len(targets) and all(node.startswith("bench_cases/") for node in nodes)
+
+
+def test_the_report_names_how_the_runs_ran_the_gate() -> None:
+    plain = run("2026-12-01T10:00:00", {"a": case()}, pytest_args=[])
+    quick = run("2026-12-01T11:00:00", {"a": case()}, pytest_args=["--bench-matrix", "all-on"])
+    assert gate_command([plain, plain]) == "`pytest --benchmark`, the default matrix"
+    assert gate_command([quick]) == "`pytest --benchmark --bench-matrix all-on`, the all-on matrix"
+    assert gate_command([plain, quick]) == "`pytest --benchmark` with no options / `--bench-matrix all-on`"

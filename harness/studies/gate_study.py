@@ -537,6 +537,17 @@ def calibration_line(runs: list[dict], baseline: Path) -> str:
             "of the saving machine's")
 
 
+def gate_command(runs: list[dict]) -> str:
+    """How the A/A runs ran the gate: the command with the options they were given, and which matrix."""
+    options = sorted({" ".join(run.get("pytest_args", [])) for run in runs})
+    if len(options) > 1:
+        return "`pytest --benchmark` with " + " / ".join(f"`{o}`" if o else "no options" for o in options)
+    args = options[0].split() if options else []
+    matrix = args[args.index("--bench-matrix") + 1] if "--bench-matrix" in args[:-1] else None
+    command = " ".join(["pytest --benchmark", *args])
+    return f"`{command}`, " + (f"the {matrix} matrix" if matrix else "the default matrix")
+
+
 def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
     aa, slowdowns, injections, pairs, blocked = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs",
                                                                                      "blocked"))
@@ -545,7 +556,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "# How far the gate can be trusted: measured", "",
         f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}`, "
         f"`{logs['injections']}` and `{logs['pairs']}`. Every figure below comes from those logged runs of the CPU gate "
-        "(`pytest --benchmark`, the default matrix, 1 torch thread, at least 3 rounds and 10 s of them per variant).", "",
+        f"({gate_command(aa)}, 1 torch thread, at least 3 rounds and 10 s of them per variant).", "",
         "## A/A: the same code, measured again and again", "",
         "Each run is the whole gate against the committed baseline, with no change. The table counts the findings "
         "each run failed on, by rule, as the gate judged them in that run (cases whose speed noise was not yet "
