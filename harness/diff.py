@@ -131,13 +131,19 @@ def compare(
             reaccepted=_reaccepted(old, new, case_id),
         ))
     groups_run = {(r.pipeline, r.group) for r in new.records.values()}
+    outside_matrix = 0
     for case_id, baseline in baseline_records.items():
-        out_of_scope = ((missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run)
-                        or not _in_matrix(baseline, matrix_labels))
-        if case_id not in new.records and not out_of_scope:
+        if case_id in new.records:
+            continue
+        if not _in_matrix(baseline, matrix_labels):
+            outside_matrix += 1
+        elif not (missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run):
             cases.append(CaseDiff(case_id, baseline.pipeline, MISSING, None, baseline, None,
                                   accepted=old.acceptances.get(case_id)))
     diff = Diff(old, new, cases, speed_judged)
+    if outside_matrix:
+        diff.notes.append(f"{outside_matrix} baseline case(s) of variants outside this run's --bench-matrix were not run "
+                          "(not counted as missing)")
     if not speed_judged:
         diff.notes.append(f"device classes differ ({old.device_class} vs {new.device_class}): speed not judged, "
                           "only quality, counters and fidelity")

@@ -128,6 +128,8 @@ def test_a_run_of_the_all_on_matrix_lists_as_missing_only_the_variants_that_matr
     diff = compare(baseline, run, missing_within_groups_run=True, matrix_labels=labels)
     missing = {c.case_id for c in diff.cases if c.status == MISSING}
     assert missing == {EVAL_REFERENCE}
+    outside = len([r for r in baseline.records.values() if r.pipeline == "eval"]) - 2
+    assert f"{outside} baseline case(s) of variants outside this run's --bench-matrix were not run" in diff.notes[0]
     # without the matrix, every eval variant the run lacks is missing
     assert len({c.case_id for c in compare(baseline, run).cases if c.status == MISSING}) > 2
 
