@@ -358,8 +358,9 @@ def spread_sources_table(runs: list[dict]) -> str:
 
 
 # Ways to sum up one side's rounds before the ratio; the gate takes the median.
-ESTIMATORS = {"median": statistics.median, "mean": statistics.fmean,
-              "lower quartile": lambda rounds: statistics.quantiles(rounds, n=4, method="inclusive")[0], "minimum": min}
+ESTIMATORS = {"median": statistics.median, "mean": statistics.fmean, "lower quartile": lambda rounds: (
+                  statistics.quantiles(rounds, n=4, method="inclusive")[0] if len(rounds) > 1 else rounds[0]),
+              "minimum": min}
 
 
 def estimator_table(runs: list[dict]) -> str:
