@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from harness.baseline import match_machine
 from harness.records import CaseRecord
 from harness.results import Acceptance, ResultSet
-from harness.toggles import variant_label
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge, one_toggle_neighbours
 
 MISSING = "missing"  # in the baseline, not in the run
@@ -153,9 +152,8 @@ def compare(
 
 
 def _in_matrix(record: CaseRecord, matrix_labels: dict[str, set[str]] | None) -> bool:
-    if matrix_labels is None or record.pipeline not in matrix_labels:
-        return True
-    return variant_label(record.variant, record.reference_variant) in matrix_labels[record.pipeline]
+    labels = (matrix_labels or {}).get(record.pipeline)
+    return labels is None or record.label in labels
 
 
 def _reaccepted(old: ResultSet | None, new: ResultSet, case_id: str) -> Acceptance | None:

@@ -751,7 +751,7 @@ def _session_diff(bench_session: BenchSession) -> Diff:
                     dict(bench_session.fingerprint), dict(bench_session.records))
     baseline = bench_session.baseline_set()
     diff = compare(baseline, run, verdicts=bench_session.verdicts, missing_within_groups_run=True,
-                   matrix_labels=bench_session.matrix_labels or None)
+                   matrix_labels=bench_session.matrix_labels)
     if isinstance(bench_session.baseline, BaselineError):
         diff.notes.append(f"baseline not used: {bench_session.baseline}")
     if config.getoption("--bench-save-baseline"):

@@ -124,6 +124,12 @@ class CaseRecord:
         return self.variant == self.reference_variant
 
     @property
+    def label(self) -> str:
+        """The variant's label as the case id spells it ("kv_cache=on,batching=dynamic", "reference"): in the case's
+        toggle order, which the variant dict, read back from a baseline's sorted JSON, no longer keeps."""
+        return self.case_id.rsplit("|", 1)[1].removesuffix("]")
+
+    @property
     def quality_metric(self) -> str:
         return next(iter(self.output.quality))
 

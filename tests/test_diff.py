@@ -116,15 +116,12 @@ def test_new_and_missing_cases() -> None:
 
 
 def test_a_run_of_the_all_on_matrix_lists_as_missing_only_the_variants_that_matrix_has() -> None:
-    from harness.toggles import variant_label
-
     baseline = recorded()
     run = as_run(recorded())
     for case_id in [c for c, r in run.records.items() if r.pipeline == "eval" and c not in (EVAL_REFERENCE, ALL_ON)]:
         run = dropped(run, case_id)
     run = dropped(run, EVAL_REFERENCE)  # as if its item had failed: a variant of the matrix, so still missing
-    all_on = run.records[ALL_ON]
-    labels = {"eval": {"reference", variant_label(all_on.variant, all_on.reference_variant)}}
+    labels = {"eval": {"reference", run.records[ALL_ON].label}}
     diff = compare(baseline, run, missing_within_groups_run=True, matrix_labels=labels)
     missing = {c.case_id for c in diff.cases if c.status == MISSING}
     assert missing == {EVAL_REFERENCE}
@@ -132,6 +129,20 @@ def test_a_run_of_the_all_on_matrix_lists_as_missing_only_the_variants_that_matr
     assert f"{outside} baseline case(s) of variants outside this run's --bench-matrix were not run" in diff.notes[0]
     # without the matrix, every eval variant the run lacks is missing
     assert len({c.case_id for c in compare(baseline, run).cases if c.status == MISSING}) > 2
+
+
+def test_a_subset_of_the_default_matrix_lists_its_variants_as_missing_though_the_baseline_sorted_their_toggles() -> None:
+    from dataclasses import replace
+
+    # A baseline read back from JSON holds each variant's toggles sorted by name; the run's matrix labels keep the
+    # case's toggle order, as its case ids do.
+    baseline = recorded()
+    baseline.records = {c: replace(r, variant=dict(sorted(r.variant.items()))) for c, r in baseline.records.items()}
+    run = dropped(as_run(recorded()), ALL_ON)
+    labels = {"eval": {r.label for r in recorded().records.values() if r.pipeline == "eval"}}
+    diff = compare(baseline, run, missing_within_groups_run=True, matrix_labels=labels)
+    assert {c.case_id for c in diff.cases if c.status == MISSING} == {ALL_ON}
+    assert not diff.notes
 
 
 def test_the_all_on_matrix_is_the_reference_and_every_toggle_on() -> None:

@@ -258,4 +258,5 @@ def test_the_report_names_how_the_runs_ran_the_gate() -> None:
     quick = run("2026-12-01T11:00:00", {"a": case()}, pytest_args=["--bench-matrix", "all-on"])
     assert gate_command([plain, plain]) == "`pytest --benchmark`, the default matrix"
     assert gate_command([quick]) == "`pytest --benchmark --bench-matrix all-on`, the all-on matrix"
+    assert gate_command([{**quick, "pytest_args": ["--bench-matrix=all-on"]}]).endswith(", the all-on matrix")
     assert gate_command([plain, quick]) == "`pytest --benchmark` with no options / `--bench-matrix all-on`"

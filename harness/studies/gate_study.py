@@ -544,7 +544,8 @@ def gate_command(runs: list[dict]) -> str:
     if len(options) > 1:
         return "`pytest --benchmark` with " + " / ".join(f"`{o}`" if o else "no options" for o in options)
     args = options[0].split() if options else []
-    matrix = args[args.index("--bench-matrix") + 1] if "--bench-matrix" in args[:-1] else None
+    matrix = next((arg.split("=", 1)[1] for arg in args if arg.startswith("--bench-matrix=")),
+                  args[args.index("--bench-matrix") + 1] if "--bench-matrix" in args[:-1] else None)
     command = " ".join(["pytest --benchmark", *args])
     return f"`{command}`, " + (f"the {matrix} matrix" if matrix else "the default matrix")
 
