@@ -132,11 +132,11 @@ def compare(
     groups_run = {(r.pipeline, r.group) for r in new.records.values()}
     outside_matrix = 0
     for case_id, baseline in baseline_records.items():
-        if case_id in new.records:
+        if case_id in new.records or (missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run):
             continue
         if not _in_matrix(baseline, matrix_labels):
             outside_matrix += 1
-        elif not (missing_within_groups_run and (baseline.pipeline, baseline.group) not in groups_run):
+        else:
             cases.append(CaseDiff(case_id, baseline.pipeline, MISSING, None, baseline, None,
                                   accepted=old.acceptances.get(case_id)))
     diff = Diff(old, new, cases, speed_judged)
