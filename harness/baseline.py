@@ -15,14 +15,14 @@ import re
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.machine_speed import SAME_SPEED_FACTOR, machine_scale, same_speed
+from harness.machine_speed import FINGERPRINT_KEY, SAME_SPEED_FACTOR, machine_scale, same_speed
 from harness.records import CaseRecord, SpeedNoise
 
 SCHEMA_VERSION = 1
@@ -46,7 +46,8 @@ class BaselineFile:
     model_id: str
     fingerprint: dict[str, Any]  # environment fingerprint of the last save
     # case_id -> {"record": CaseRecord.to_dict(), "saved_at": iso, "reason": str, "commit": str|None,
-    #             "fingerprint": dict, and once A/A runs measured it, "speed_noise": SpeedNoise.to_dict()}
+    #             "fingerprint": dict, and once A/A runs measured it, "speed_noise": [SpeedNoise.to_dict(), one per
+    #             CPU it was learned on] (a single dict in files written before noise was kept per CPU)}
     cases: dict[str, dict[str, Any]]
     history: list[dict[str, Any]]  # one entry per save: {"saved_at", "reason", "commit", "cases": [ids]}
     path: Path | None = field(default=None, compare=False)  # where it was read from / written to
@@ -199,13 +200,30 @@ def _parse_case(path: Path, case_id: str, entry: Any) -> CaseRecord:
     if problem is not None:
         raise BaselineError(path, f"baseline {path}: case {case_id!r} is not a valid case record ({problem}); {fix}")
     if "speed_noise" in entry:
-        _parse_speed_noise(path, case_id, entry["speed_noise"])
+        _parse_speed_noises(path, case_id, entry["speed_noise"])
     return record
 
 
+_NOISE_FIX = ("measure it again with python -m harness.studies.gate_study calibrate, or delete the case's "
+              "'speed_noise' entry to gate it by the speed factor")
+
+
+def _parse_speed_noises(path: Path, case_id: str, data: Any) -> tuple[SpeedNoise, ...]:
+    """A case's stored noise, one entry per CPU; a single entry as files before per-CPU noise wrote it."""
+    entries = [data] if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise BaselineError(path, f"baseline {path}: case {case_id!r} has a speed_noise entry that is neither an "
+                                  f"object nor a list of them; {_NOISE_FIX}")
+    noises = tuple(_parse_speed_noise(path, case_id, entry) for entry in entries)
+    places = [(noise.learned_on, noise.arch) for noise in noises]
+    if len(set(places)) < len(places):
+        raise BaselineError(path, f"baseline {path}: case {case_id!r} has two speed_noise entries for one CPU; "
+                                  f"{_NOISE_FIX}")
+    return noises
+
+
 def _parse_speed_noise(path: Path, case_id: str, data: Any) -> SpeedNoise:
-    fix = ("measure it again with python -m harness.studies.gate_study calibrate, or delete the case's "
-           "'speed_noise' entry to gate it by the speed factor")
+    fix = _NOISE_FIX
     try:
         noise = SpeedNoise(**data)
     except TypeError as error:
@@ -213,10 +231,14 @@ def _parse_speed_noise(path: Path, case_id: str, data: Any) -> SpeedNoise:
                                   f"({error}); {fix}") from None
     valid = (_is_number(noise.center) and math.isfinite(noise.center) and _is_number(noise.spread)
              and math.isfinite(noise.spread) and noise.spread >= 0 and isinstance(noise.runs, int)
-             and not isinstance(noise.runs, bool) and noise.runs >= 2 and isinstance(noise.measured, str))
+             and not isinstance(noise.runs, bool) and noise.runs >= 2 and isinstance(noise.measured, str)
+             and (noise.calibration_seconds is None or (_is_number(noise.calibration_seconds)
+                                                        and math.isfinite(noise.calibration_seconds)
+                                                        and noise.calibration_seconds > 0)))
     if not valid:
         raise BaselineError(path, f"baseline {path}: case {case_id!r} has an invalid speed_noise entry (center and "
-                                  f"spread finite numbers, spread >= 0, runs >= 2, measured a string); {fix}")
+                                  f"spread finite numbers, spread >= 0, runs >= 2, measured a string, "
+                                  f"calibration_seconds positive or absent); {fix}")
     return noise
 
 
@@ -323,25 +345,29 @@ class MachineMatch:
     set_aside: str = ""  # why the stored noise does not hold here; "" when it does, or there is none
 
 
-def match_machine(noise: SpeedNoise | None, run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
-    """Stored noise holds only on the CPU model (and generation, where both know it) it was learned on, and on a
-    machine within SAME_SPEED_FACTOR of the one that saved the case: bitsandbytes' nf4 variants of the eval case
-    lost 24-47% of their speedup from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the
-    same AMD EPYC but ran every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
+def match_machine(noises: Sequence[SpeedNoise], run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
+    """A case keeps one A/A noise per CPU it was learned on. One holds only on its CPU model (and generation, where
+    both know it), and on a machine within SAME_SPEED_FACTOR of the A/A runs' calibration (of the baseline's save,
+    for noise stored before that was kept): bitsandbytes' nf4 variants of the eval case lost 24-47% of their
+    speedup from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the same AMD EPYC but ran
+    every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
     scale = machine_scale(run, saved)
-    cpu = run.get("cpu")
-    if noise is None:
+    if not noises:
         return MachineMatch(None, scale)
-    if cpu and noise.learned_on and noise.learned_on != cpu:
-        return MachineMatch(None, scale, f"the baseline's speed noise was learned on {noise.learned_on}, this run is on {cpu}")
-    arch = run.get("cpu_arch")
-    if arch and noise.arch and noise.arch != arch:
-        return MachineMatch(None, scale, f"the baseline's speed noise was learned on {noise.learned_on} ({noise.arch}), "
-                                         f"this run is on {cpu} ({arch})")
-    if not same_speed(scale):
-        return MachineMatch(None, scale, f"this machine ran the calibration workload x{scale:.2f} as long as the one "
-                                         "that saved the baseline, beyond the "
-                                         f"x{SAME_SPEED_FACTOR:g} within which its speed noise holds")
+    cpu, arch = run.get("cpu"), run.get("cpu_arch")
+    here = [noise for noise in noises if noise.learned_here(cpu, arch)]
+    if not here:
+        learned = " and ".join(noise.where if arch else noise.learned_on for noise in noises)
+        return MachineMatch(None, scale, f"the baseline's speed noise was learned on {learned}, this run is on "
+                                         f"{cpu}{f' ({arch})' if arch and any(n.arch for n in noises) else ''}")
+    noise = max(here, key=lambda n: bool(n.arch))  # the one that names this CPU's generation, where one does
+    if noise.calibration_seconds is None:
+        against, than = scale, "the one that saved the baseline"
+    else:
+        against, than = machine_scale(run, {FINGERPRINT_KEY: noise.calibration_seconds}), "the A/A runs its speed noise was learned from"
+    if not same_speed(against):
+        return MachineMatch(None, scale, f"this machine ran the calibration workload x{against:.2f} as long as {than}, "
+                                         f"beyond the x{SAME_SPEED_FACTOR:g} within which that noise holds")
     return MachineMatch(noise, scale)
 
 
@@ -352,12 +378,12 @@ def saved_fingerprint(baseline: BaselineFile, case_id: str) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else baseline.fingerprint
 
 
-def speed_noise_of(baseline: BaselineFile, case_id: str) -> SpeedNoise | None:
-    """The A/A speed noise stored with a case, or None when it has not been measured."""
+def speed_noise_of(baseline: BaselineFile, case_id: str) -> tuple[SpeedNoise, ...]:
+    """The A/A speed noise stored with a case, one per CPU it was learned on; () when none has been measured."""
     entry = baseline.cases.get(case_id)
     if not isinstance(entry, dict) or "speed_noise" not in entry:
-        return None
-    return _parse_speed_noise(baseline.path or Path("<baseline>"), case_id, entry["speed_noise"])
+        return ()
+    return _parse_speed_noises(baseline.path or Path("<baseline>"), case_id, entry["speed_noise"])
 
 
 # --- saving -------------------------------------------------------------------------------------------------
@@ -514,8 +540,8 @@ def _write_baseline(baseline: BaselineFile) -> None:
 
 
 def store_speed_noise(path: Path, device_class: str, model_id: str, noise: dict[str, SpeedNoise], reason: str) -> BaselineFile:
-    """Store A/A speed noise with the cases it was measured for, atomically and under the lock; records stay as
-    they are. Every case named must be in the baseline."""
+    """Store A/A speed noise with the cases it was measured for, atomically and under the lock, in place of any
+    noise learned on the same CPU; records stay as they are. Every case named must be in the baseline."""
     path = Path(path)
     with _exclusive_lock(path):
         current = load_baseline(path, device_class, model_id)
@@ -526,7 +552,10 @@ def store_speed_noise(path: Path, device_class: str, model_id: str, noise: dict[
             raise BaselineError(path, f"cannot store speed noise for cases not in baseline {path}: {', '.join(unknown)}")
         cases = {case_id: dict(entry) for case_id, entry in current.cases.items()}
         for case_id, case_noise in noise.items():
-            cases[case_id]["speed_noise"] = case_noise.to_dict()
+            # The noise of the CPU it was learned on replaces that CPU's; the other CPUs' entries stay.
+            others = [kept for kept in speed_noise_of(current, case_id)
+                      if not kept.learned_here(case_noise.learned_on, case_noise.arch)]
+            cases[case_id]["speed_noise"] = [kept.to_dict() for kept in others] + [case_noise.to_dict()]
         saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         history = [*current.history, {"saved_at": saved_at, "reason": reason, "commit": None,
                                       "cases": sorted(noise), "speed_noise": True}]

@@ -86,7 +86,7 @@ def _references(records: Iterable[CaseRecord]) -> dict[tuple[str, str], CaseReco
 def _judged(record: CaseRecord, old: ResultSet | None, new: ResultSet, policy: GatePolicy,
             references: dict[tuple[str, str], CaseRecord]) -> Verdict:
     baseline = old.records.get(record.case_id) if old is not None else None
-    match = (match_machine(old.speed_noise.get(record.case_id), new.fingerprint_of(record.case_id),
+    match = (match_machine(old.speed_noise.get(record.case_id, ()), new.fingerprint_of(record.case_id),
                            old.fingerprint_of(record.case_id)) if old is not None else None)
     reference = references.get((record.pipeline, record.group))
     neighbours = one_toggle_neighbours(record, new.records.values())

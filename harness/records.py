@@ -91,9 +91,23 @@ class SpeedNoise:
     measured: str  # when and where, e.g. "2026-12-01, AMD EPYC (2 cores)"
     cpu: str = ""  # the CPU's model name it was learned on; "" in entries stored before it was kept
     arch: str = ""  # and its generation (models.cpu_arch); "" in entries stored before it was kept
+    # The median calibration time of the A/A runs (machine_speed): the machine speed the noise holds near. None in
+    # entries stored before it was kept; those are held against the calibration of the baseline's save instead.
+    calibration_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def learned_here(self, cpu: str | None, arch: str | None) -> bool:
+        """Whether a run on this CPU (model name and generation; either unknown matches) is the noise's machine."""
+        if cpu and self.learned_on and self.learned_on != cpu:
+            return False
+        return not (arch and self.arch and self.arch != arch)
+
+    @property
+    def where(self) -> str:
+        """The CPU it was learned on, for messages: "AMD EPYC (family 25 model 17, avx512)"."""
+        return f"{self.learned_on} ({self.arch})" if self.arch else self.learned_on
 
     @property
     def learned_on(self) -> str:

@@ -49,7 +49,8 @@ class ResultSet:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # as judged when the file was written
     acceptances: dict[str, Acceptance] = field(default_factory=dict)  # baselines only
     history: list[dict[str, Any]] = field(default_factory=list)  # baselines only: one entry per save
-    speed_noise: dict[str, SpeedNoise] = field(default_factory=dict)  # baselines only: cases whose A/A noise is known
+    # baselines only: the cases whose A/A noise is known, one per CPU it was learned on
+    speed_noise: dict[str, tuple[SpeedNoise, ...]] = field(default_factory=dict)
     ignored: int = 0  # pytest-benchmark entries that carry no case record
     case_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)  # baselines only: each case's save
 
@@ -122,7 +123,7 @@ def baseline_results(baseline: BaselineFile, source: str) -> ResultSet:
     noise = {case_id: speed_noise_of(baseline, case_id) for case_id in baseline.cases}
     return ResultSet(source, BASELINE, baseline.device_class, baseline.model_id, baseline.fingerprint, records,
                      acceptances=acceptances, history=baseline.history,
-                     speed_noise={case_id: n for case_id, n in noise.items() if n is not None},
+                     speed_noise={case_id: n for case_id, n in noise.items() if n},
                      case_fingerprints={case_id: saved_fingerprint(baseline, case_id) for case_id in baseline.cases})
 
 

@@ -407,12 +407,12 @@ def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_
     noise = SpeedNoise(center=-0.01, spread=0.03, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
     store_speed_noise(path, DEVICE, MODEL, {"eval[math|kv_cache=on]": noise}, "A/A runs")
     baseline = load_baseline(path, DEVICE, MODEL)
-    assert speed_noise_of(baseline, "eval[math|kv_cache=on]") == noise
-    assert speed_noise_of(baseline, "eval[math|reference]") is None
+    assert speed_noise_of(baseline, "eval[math|kv_cache=on]") == (noise,)
+    assert speed_noise_of(baseline, "eval[math|reference]") == ()
     assert baseline.history[-1]["speed_noise"] is True and len(baseline.history) == 2
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")], reason="new code")
-    assert speed_noise_of(load_baseline(path, DEVICE, MODEL), "eval[math|kv_cache=on]") is None
+    assert speed_noise_of(load_baseline(path, DEVICE, MODEL), "eval[math|kv_cache=on]") == ()
 
     with pytest.raises(BaselineError, match="cases not in baseline .*: eval\\[gpqa\\]"):
         store_speed_noise(path, DEVICE, MODEL, {"eval[gpqa]": noise}, "A/A runs")
@@ -427,26 +427,26 @@ def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() 
     learned = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="x", cpu="Intel(R) Xeon(R) Processor")
     saved = {"cpu": "any", "calibration_seconds": 0.040}
     for noise, cpu in ((stored_before, "AMD EPYC"), (learned, "Intel(R) Xeon(R) Processor")):
-        same = match_machine(noise, {"cpu": cpu, "calibration_seconds": 0.044}, saved)
+        same = match_machine([noise], {"cpu": cpu, "calibration_seconds": 0.044}, saved)
         assert same.noise is noise and same.scale == pytest.approx(1.1) and same.set_aside == ""
-        other = match_machine(noise, {"cpu": "Another CPU", "calibration_seconds": 0.040}, saved)
+        other = match_machine([noise], {"cpu": "Another CPU", "calibration_seconds": 0.040}, saved)
         assert other.noise is None and other.set_aside == f"the baseline's speed noise was learned on {cpu}, this run is on Another CPU"
-        slower = match_machine(noise, {"cpu": cpu, "calibration_seconds": 0.080}, saved)
+        slower = match_machine([noise], {"cpu": cpu, "calibration_seconds": 0.080}, saved)
         assert slower.noise is None and slower.scale == pytest.approx(2.0)
         assert slower.set_aside.startswith("this machine ran the calibration workload x2.00 as long as the one that saved")
-        assert match_machine(noise, {}, {}).noise is noise  # a run that says neither keeps the noise, unscaled
-        assert match_machine(noise, {}, {}).scale is None
-    assert match_machine(None, {"cpu": "AMD EPYC"}, {}) == match_machine(None, {}, {})
+        assert match_machine([noise], {}, {}).noise is noise  # a run that says neither keeps the noise, unscaled
+        assert match_machine([noise], {}, {}).scale is None
+    assert match_machine((), {"cpu": "AMD EPYC"}, {}) == match_machine((), {}, {})
     # One model name, two generations: the noise holds on the one it was learned on.
     of_one = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="x", cpu="Intel(R) Xeon(R) Processor",
                         arch="family 6 model 207, avx512")
     run = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_arch": "family 6 model 207, avx512"}
-    assert match_machine(of_one, run, {}).noise is of_one
-    other = match_machine(of_one, {**run, "cpu_arch": "family 6 model 143, avx512"}, {})
+    assert match_machine([of_one], run, {}).noise is of_one
+    other = match_machine([of_one], {**run, "cpu_arch": "family 6 model 143, avx512"}, {})
     assert other.noise is None and other.set_aside == ("the baseline's speed noise was learned on Intel(R) Xeon(R) "
                                                        "Processor (family 6 model 207, avx512), this run is on Intel(R) "
                                                        "Xeon(R) Processor (family 6 model 143, avx512)")
-    assert match_machine(learned, run, {}).noise is learned  # noise stored before the generation was kept
+    assert match_machine([learned], run, {}).noise is learned  # noise stored before the generation was kept
 
 
 def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
@@ -460,8 +460,44 @@ def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
         assert machine_scale({"calibration_seconds": 0.06}, saved) is None, saved
 
 
+def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed() -> None:
+    from harness.baseline import match_machine
+    from harness.records import SpeedNoise
+
+    # A baseline saved on an Intel Xeon whose calibration took 16.6 ms, judged on an AMD EPYC that takes 12.9 ms.
+    intel = SpeedNoise(center=0.0, spread=0.10, runs=8, measured="x", cpu="Intel Xeon", arch="family 6 model 207, avx512")
+    amd = SpeedNoise(center=0.30, spread=0.03, runs=12, measured="x", cpu="AMD EPYC", arch="family 25 model 17, avx512",
+                     calibration_seconds=0.0129)
+    saved = {"cpu": "Intel Xeon", "calibration_seconds": 0.0166}
+    on_amd = {"cpu": "AMD EPYC", "cpu_arch": "family 25 model 17, avx512", "calibration_seconds": 0.0131}
+    match = match_machine([intel, amd], on_amd, saved)
+    # x0.79 against the saver's: beyond x1.25, but the AMD noise is held against the AMD runs' own calibration
+    assert match.noise is amd and match.set_aside == "" and match.scale == pytest.approx(0.0131 / 0.0166)
+    assert match_machine([intel, amd], {**on_amd, "calibration_seconds": 0.0190}, saved).set_aside.startswith(
+        "this machine ran the calibration workload x1.47 as long as the A/A runs its speed noise was learned from")
+    assert match_machine([amd, intel], {"cpu": "Intel Xeon", "calibration_seconds": 0.0170}, saved).noise is intel
+    elsewhere = match_machine([intel, amd], {"cpu": "Another CPU", "cpu_arch": "family 1 model 1, avx2"}, saved)
+    assert elsewhere.noise is None
+    assert elsewhere.set_aside == ("the baseline's speed noise was learned on Intel Xeon (family 6 model 207, avx512) and "
+                                   "AMD EPYC (family 25 model 17, avx512), this run is on Another CPU (family 1 model 1, avx2)")
+
+
+def test_speed_noise_of_one_cpu_in_files_before_per_cpu_noise_still_reads(path: Path) -> None:
+    from harness.baseline import speed_noise_of
+    from harness.records import SpeedNoise
+
+    save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
+    one = {"center": 0.0, "spread": 0.03, "runs": 8, "measured": "2026-12-01, AMD EPYC (2 cores)"}
+    _rewrite(path, lambda data: data["cases"]["eval[math|kv_cache=on]"].update(speed_noise=one))
+    assert speed_noise_of(load_baseline(path, DEVICE, MODEL), "eval[math|kv_cache=on]") == (SpeedNoise(**one),)
+
+
 @pytest.mark.parametrize("entry", [{"center": 0.0}, {"center": "x", "spread": 0.1, "runs": 5, "measured": ""},
-                                   {"center": 0.0, "spread": -1.0, "runs": 5, "measured": ""}])
+                                   {"center": 0.0, "spread": -1.0, "runs": 5, "measured": ""},
+                                   {"center": 0.0, "spread": 0.1, "runs": 5, "measured": "", "calibration_seconds": 0},
+                                   [], "noise",
+                                   [{"center": 0.0, "spread": 0.1, "runs": 5, "measured": "", "cpu": "AMD EPYC"},
+                                    {"center": 0.1, "spread": 0.1, "runs": 5, "measured": "", "cpu": "AMD EPYC"}]])
 def test_bad_speed_noise_entry_names_the_case_and_the_fix(path: Path, entry: dict) -> None:
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
     _rewrite(path, lambda data: data["cases"]["eval[math|kv_cache=on]"].update(speed_noise=entry))

@@ -62,7 +62,7 @@ def test_speed_noise_judges_only_on_the_cpu_it_was_learned_on() -> None:
     # a 30% slower variant: beyond a 2% noise's limit (10%), within the factor rule's 2x
     tight = SpeedNoise(center=0.0, spread=0.02, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
     old = recorded()
-    old.speed_noise = {ALL_ON: tight}
+    old.speed_noise = {ALL_ON: (tight,)}
     for cpu, expected in (("AMD EPYC", REGRESSED), ("Intel(R) Xeon(R) Processor", PASSED)):
         run = slowed(as_run(recorded()), ALL_ON, 1.3)
         run.fingerprint = {**run.fingerprint, "cpu": cpu}
@@ -73,7 +73,7 @@ def test_speed_noise_judges_only_on_the_cpu_it_was_learned_on() -> None:
 
 def test_on_a_machine_slower_at_the_calibration_times_are_scaled_and_noise_is_set_aside() -> None:
     old = recorded()
-    old.speed_noise = {ALL_ON: SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x", cpu="AMD EPYC")}
+    old.speed_noise = {ALL_ON: (SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x", cpu="AMD EPYC"),)}
     old.case_fingerprints = {case_id: {"cpu": "AMD EPYC", "calibration_seconds": 0.040} for case_id in old.records}
     for calibration, expected in ((0.040, REGRESSED), (0.088, PASSED)):  # the same machine, then one 2.2x slower
         # every case timed 2.2x slower, the variant 30% slower again: its speedup over the reference 30% lower

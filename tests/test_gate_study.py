@@ -174,13 +174,24 @@ def test_slowdowns_are_judged_by_the_noise_stored_now() -> None:
     # the gate said nothing in the run, but the stored noise (2% sd: a 10% floor) fails a 20% drop
     slowed = {"speedup": 4.0, "baseline_speedup": 5.0, "regressed": [], "status": "passed"}
     runs = [run("2026-12-01T10:00:00", {"a": slowed}, slowdowns={"a": 0.25})]
-    noise = {"a": SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x")}
+    noise = {"a": (SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x"),)}
     assert "| 25% | 1 | 1 | 100% | none |" in slowdown_table(runs, noise)
     assert "| 25% | 1 | 0 | 0% | `a` (run 1) |" in slowdown_table(runs, {})
 
 
+def test_each_slowdown_run_is_judged_by_the_stored_noise_of_its_own_cpu() -> None:
+    # A 20% drop: beyond the AMD EPYC's tight noise (a 10% limit), within the Intel Xeon's loose one (4 x 10%),
+    # and the factor rule's where no noise of the run's CPU is stored.
+    slowed = {"speedup": 4.0, "baseline_speedup": 5.0, "regressed": [], "status": "passed"}
+    stored = {"a": (SpeedNoise(center=0.0, spread=0.10, runs=10, measured="x", cpu="Intel Xeon"),
+                    SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x", cpu="AMD EPYC"))}
+    runs = [{**run("2026-12-01T10:00:00", {"a": slowed}, slowdowns={"a": 0.25}), "cpu": cpu}
+            for cpu in ("AMD EPYC", "Intel Xeon", "Another CPU")]
+    assert "| 25% | 3 | 1 | 33% | `a` (run 2), `a` (run 3) |" in slowdown_table(runs, stored)
+
+
 def test_slowdowns_re_timed_in_pairs_are_caught_only_if_the_pairs_fall_beyond_the_limit_too() -> None:
-    noise = {"a": SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x")}  # limit: a 10% drop
+    noise = {"a": (SpeedNoise(center=0.0, spread=0.02, runs=10, measured="x"),)}  # limit: a 10% drop
     confirmed = {"speedup": 4.0, "paired_speedup": 4.1, "baseline_speedup": 5.0, "regressed": [], "status": "regressed"}
     cleared = {**confirmed, "paired_speedup": 4.9, "status": "passed"}
     assert "| 25% | 1 | 1 | 100% | none |" in slowdown_table([run("2026-12-01T10:00:00", {"a": confirmed}, slowdowns={"a": 0.25})], noise)
@@ -188,8 +199,8 @@ def test_slowdowns_re_timed_in_pairs_are_caught_only_if_the_pairs_fall_beyond_th
 
 
 def test_paired_table_sets_each_variants_rounds_and_pairs_against_its_limit() -> None:
-    noise = {"a": SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x"),  # limit: 1 - exp(-0.2) = 18%
-             "b": SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x")}
+    noise = {"a": (SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x"),),  # limit: 1 - exp(-0.2) = 18%
+             "b": (SpeedNoise(center=0.0, spread=0.05, runs=20, measured="x"),)}
     runs = [run("2026-12-01T10:00:00", {"a": {**case(speedup=1.5), "paired_speedup": 1.96},  # -25% in its rounds
                                         "b": {**case(speedup=1.9), "paired_speedup": 1.5},
                                         "reference": case(speedup=None, baseline_speedup=None)})]
@@ -228,6 +239,8 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
                  # judged against another baseline record: not learned from
                  SEARCH_ALL_ON: case(speedup=speedups[SEARCH_ALL_ON] * f, baseline_speedup=speedups[SEARCH_ALL_ON] * 2)})
             for i, f in enumerate(factors)]
+    for logged, calibration in zip(runs, (0.013, 0.012, 0.020, 0.013, 0.014, 0.013, 0.012, 0.013)):
+        logged["fingerprint"]["calibration_seconds"] = calibration
     for logged in runs[1:]:  # the first run logged no generation: it counts with the others
         logged["fingerprint"]["cpu_arch"] = "family 25 model 17, avx512"
     another_generation = run("2026-12-01T09:00:00", {ALL_ON: case(speedup=speedups[ALL_ON] / 2, baseline_speedup=speedups[ALL_ON])})
@@ -237,12 +250,24 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     stored = calibrate(log, baseline)
     assert set(stored) == {ALL_ON}
     loaded = load_baseline(baseline, "cpu", "embedded-reference")
-    noise = speed_noise_of(loaded, ALL_ON)
+    (noise,) = speed_noise_of(loaded, ALL_ON)
     assert noise.runs == 8 and math.isclose(noise.spread, stored[ALL_ON].spread)
     assert noise.cpu == "AMD EPYC" and noise.arch == "family 25 model 17, avx512"
-    assert speed_noise_of(loaded, SEARCH_ALL_ON) is None
+    assert noise.calibration_seconds == 0.013  # the runs' median: the machine speed it holds near
+    assert speed_noise_of(loaded, SEARCH_ALL_ON) == ()
     assert loaded.history[-1]["speed_noise"] is True
     assert calibrated_at(baseline) == loaded.history[-1]["saved_at"]
+
+    # The same variant's noise learned on another CPU is stored beside it; learned again on this one, it replaces it.
+    intel = [{**logged, "cpu": "Intel Xeon", "fingerprint": {**logged["fingerprint"], "cpu_arch": "family 6 model 207, avx512"}}
+             for logged in runs]
+    log.write_text("".join(json.dumps(r) + "\n" for r in intel))
+    calibrate(log, baseline)
+    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    calibrate(log, baseline)
+    noises = speed_noise_of(load_baseline(baseline, "cpu", "embedded-reference"), ALL_ON)
+    assert [(n.cpu, n.arch) for n in noises] == [("Intel Xeon", "family 6 model 207, avx512"),
+                                                 ("AMD EPYC", "family 25 model 17, avx512")]
 
 
 def test_every_injection_target_is_a_collected_bench_case() -> None:

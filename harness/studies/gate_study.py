@@ -203,7 +203,8 @@ def caught(run: dict, injection: Injection) -> bool:
 # --- learning the speed noise ------------------------------------------------------------------------------
 
 
-def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "", arch: str = "") -> dict[str, SpeedNoise]:
+def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "", arch: str = "",
+                calibration_seconds: float | None = None) -> dict[str, SpeedNoise]:
     """Per variant, the mean and standard deviation of log(baseline speedup / run speedup) over A/A runs that
     were judged against the baseline it now has (a case saved again since starts over)."""
     drops: dict[str, list[float]] = {}
@@ -212,7 +213,7 @@ def speed_noise(runs: list[dict], measured: str, min_runs: int = 8, cpu: str = "
             if case["speedup"] and case.get("baseline_speedup"):
                 drops.setdefault(case_id, []).append(math.log(case["baseline_speedup"] / case["speedup"]))
     return {case_id: SpeedNoise(round(statistics.fmean(values), 5), round(statistics.stdev(values), 5), len(values), measured,
-                                cpu, arch)
+                                cpu, arch, calibration_seconds)
             for case_id, values in drops.items() if len(values) >= min_runs}
 
 
@@ -229,7 +230,12 @@ def calibrate(log: Path, baseline: Path) -> dict[str, SpeedNoise]:
     matching = [{**run, "cases": {c: v for c, v in run["cases"].items() if v.get("baseline_speedup") == current.get(c)}}
                 for run in runs]
     measured = f"{runs[0]['at'][:10]} to {runs[-1]['at'][:10]}, {runs[-1]['cpu']} ({runs[-1]['fingerprint'].get('cpu_count')} cores)"
-    noise = {c: n for c, n in speed_noise(matching, measured, cpu=runs[-1]["cpu"], arch=arch).items() if c in current}
+    # The machine speed the noise holds near is these runs' own, not that of the machine that saved the baseline:
+    # the noise of one CPU can then judge runs on it against a baseline saved on another.
+    calibrations = [t for run in runs if isinstance(t := run["fingerprint"].get(CALIBRATION_KEY), (int, float))]
+    calibration = round(statistics.median(calibrations), 6) if calibrations else None
+    noise = {c: n for c, n in speed_noise(matching, measured, cpu=runs[-1]["cpu"], arch=arch,
+                                          calibration_seconds=calibration).items() if c in current}
     store_speed_noise(baseline, data["device_class"], data["model_id"], noise,
                       f"speed noise of {len(noise)} variants from the A/A runs in {log}")
     return noise
@@ -300,7 +306,15 @@ def held_out_line(runs: list[dict], since: str | None, noises: list[SpeedNoise],
 
 def _noise_holds(run: dict, noises: list[SpeedNoise], saved: dict) -> bool:
     fingerprint = {**run["fingerprint"], "cpu": run["cpu"]}
-    return any(match_machine(noise, fingerprint, saved).noise is not None for noise in noises)
+    return any(match_machine([noise], fingerprint, saved).noise is not None for noise in noises)
+
+
+def noise_for_run(run: dict, stored: dict[str, tuple[SpeedNoise, ...]], saved: dict | None = None) -> dict[str, SpeedNoise]:
+    """Per case, the stored noise that the gate's own rule (`match_machine`) would judge the logged run by: the
+    one learned on its CPU, near its machine speed. Cases without such noise are left out."""
+    fingerprint = {**run["fingerprint"], "cpu": run["cpu"]}
+    matched = {case_id: match_machine(noises, fingerprint, saved or {}).noise for case_id, noises in stored.items()}
+    return {case_id: noise for case_id, noise in matched.items() if noise is not None}
 
 
 def noise_table(runs: list[dict], policy: GatePolicy = GatePolicy()) -> str:
@@ -417,15 +431,17 @@ def timing_table(blocked: list[dict], turns: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def paired_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy = GatePolicy()) -> str:
+def paired_table(runs: list[dict], stored: dict[str, tuple[SpeedNoise, ...]], policy: GatePolicy = GatePolicy(),
+                 saved: dict | None = None) -> str:
     """Per variant timed again in pairs on A/A runs: its change vs the baseline in its own rounds and in the pairs,
     against the limit its stored noise sets (the pairs only ever judge a regression that the rounds found)."""
+    noises = [noise_for_run(run, stored, saved) for run in runs]
     rows = [(case_id, case, index) for index, run in enumerate(runs) for case_id, case in run["cases"].items()
-            if case.get("paired_speedup") and case.get("baseline_speedup") and case_id in noise]
+            if case.get("paired_speedup") and case.get("baseline_speedup") and case_id in noises[index]]
     if not rows:
         return "no A/A runs with paired re-timing logged yet"
     beyond = {way: [f"`{case_id}` (run {index + 1})" for case_id, case, index in rows
-                    if beyond_noise(case["baseline_speedup"], case[way], noise[case_id], policy)]
+                    if beyond_noise(case["baseline_speedup"], case[way], noises[index][case_id], policy)]
               for way in ("speedup", "paired_speedup")}
     lines = [_machine_line(runs, "A/A runs with every variant re-timed in pairs"), "",
              f"beyond the variant's limit, in {len(rows)} variant-runs: in its own rounds {len(beyond['speedup'])}"
@@ -434,17 +450,18 @@ def paired_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePol
              "| variant | run | change in its rounds | change in the pairs | the gate fails a drop of more than |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for case_id, case, index in sorted(rows):
-        limit = 100 * (1 - math.exp(-noise_limit(noise[case_id], policy) - noise_start(noise[case_id])))
+        noise = noises[index][case_id]
+        limit = 100 * (1 - math.exp(-noise_limit(noise, policy) - noise_start(noise)))
         changes = [100 * (case[way] / case["baseline_speedup"] - 1) for way in ("speedup", "paired_speedup")]
         lines.append(f"| {md_cell(f'`{case_id}`')} | {index + 1} | {changes[0]:+.1f}% | {changes[1]:+.1f}% | {limit:.0f}% |")
     return "\n".join(lines)
 
 
-def stored_noise(baseline: Path) -> dict[str, SpeedNoise]:
-    """The speed noise each case's baseline entry holds now (what `calibrate` stored)."""
+def stored_noise(baseline: Path) -> dict[str, tuple[SpeedNoise, ...]]:
+    """The speed noise each case's baseline entry holds now, one per CPU (what `calibrate` stored)."""
     data = json.loads(baseline.read_text(encoding="utf-8"))
     loaded = load_baseline(baseline, data["device_class"], data["model_id"])
-    return {case_id: noise for case_id in loaded.cases if (noise := speed_noise_of(loaded, case_id)) is not None}
+    return {case_id: noise for case_id in loaded.cases if (noise := speed_noise_of(loaded, case_id))}
 
 
 def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], policy: GatePolicy) -> bool:
@@ -457,8 +474,11 @@ def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], poli
     return any(f["kind"] == "speed" for f in case["regressed"])
 
 
-def slowdown_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy = GatePolicy()) -> str:
-    """Per injected slowdown: how many slowed variant-runs the gate fails on speed."""
+def slowdown_table(runs: list[dict], stored: dict[str, tuple[SpeedNoise, ...]], policy: GatePolicy = GatePolicy(),
+                   saved: dict | None = None) -> str:
+    """Per injected slowdown: how many slowed variant-runs the gate fails on speed, each run judged by the stored
+    noise of its own CPU."""
+    noises = [noise_for_run(run, stored, saved) for run in runs]
     if not runs:
         return "no slowdown runs logged yet"
     lines = [_machine_line(runs, "runs"), "", "| slowdown | variant-runs | failed on speed | rate | missed |",
@@ -470,7 +490,7 @@ def slowdown_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GateP
             for case_id, case_level in run["slowdowns"].items():
                 if case_level != level or case_id not in run["cases"]:
                     continue
-                if caught_on_speed(case_id, run["cases"][case_id], noise, policy):
+                if caught_on_speed(case_id, run["cases"][case_id], noises[index], policy):
                     hits += 1
                 else:
                     misses.append(f"`{case_id}` (run {index + 1})")
@@ -484,13 +504,13 @@ def slowdown_table(runs: list[dict], noise: dict[str, SpeedNoise], policy: GateP
     from_on = [level for level in LEVELS[1:] if all(higher in reliable for higher in LEVELS if higher >= level)]
     smallest = f"{100 * min(from_on):.0f}%" if from_on else "none of the levels"
     return "\n".join([*lines, "", f"smallest slowdown caught in every variant-run, and every larger one too: {smallest}",
-                      "", _slowdowns_by_pipeline(runs, noise, policy)])
+                      "", _slowdowns_by_pipeline(runs, noises, policy)])
 
 
-def _slowdowns_by_pipeline(runs: list[dict], noise: dict[str, SpeedNoise], policy: GatePolicy) -> str:
+def _slowdowns_by_pipeline(runs: list[dict], noises: list[dict[str, SpeedNoise]], policy: GatePolicy) -> str:
     """The same catches per pipeline: the noise, and so what the gate can see, differs from one to the next."""
     caught: dict[tuple[str, float], list[bool]] = {}
-    for run in runs:
+    for run, noise in zip(runs, noises):
         for case_id, level in run["slowdowns"].items():
             if case_id in run["cases"]:
                 hit = caught_on_speed(case_id, run["cases"][case_id], noise, policy)
@@ -554,6 +574,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
     aa, slowdowns, injections, pairs, blocked = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs",
                                                                                      "blocked"))
     noise = stored_noise(baseline) if baseline.exists() else {}
+    saved = read_results(baseline).fingerprint if baseline.exists() else None
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
         f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}`, "
@@ -565,7 +586,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "stored are judged by the factor rule).", "",
         aa_table(aa), "",
         held_out_line(aa, calibrated_at(baseline) if baseline.exists() else None,
-                      list(noise.values()), read_results(baseline).fingerprint if baseline.exists() else None), "",
+                      [one for noises in noise.values() for one in noises], saved), "",
         calibration_line(aa, baseline), "",
         "### Speed noise per variant", "",
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
@@ -590,14 +611,14 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "ratios, and it fails only if that speedup is beyond the same limit too. On these A/A runs "
         f"(`{logs['pairs']}`, with `--bench-confirm-all`) every variant was re-timed so, whether its rounds "
         "passed or not:", "",
-        paired_table(pairs, noise), "",
+        paired_table(pairs, noise, saved=saved), "",
         "## Injected slowdowns", "",
         "Each run slows every optimized variant by 0%, 10%, 25% or 50% (`--bench-inject slowdown=F@CASE`: a busy "
         "wait of F times each call of its pipeline); a variant's level rotates from run to run. Each logged speedup "
         f"is judged here by the noise rule with the speed noise `{baseline}` holds now (what `calibrate` stored), "
         "so the table is what the committed gate says of those measurements. A slowed variant is caught when "
         "it fails on speed; at 0% a failure on speed is a false alarm.", "",
-        slowdown_table(slowdowns, noise), "",
+        slowdown_table(slowdowns, noise, saved=saved), "",
         "## Injected regressions of quality, work and model", "",
         "Each run puts one regression in through `--bench-inject` and runs only the case it must fail (and its "
         "reference), with one timed round: these rules do not depend on timing.", "",
