@@ -558,7 +558,8 @@ def store_speed_noise(path: Path, device_class: str, model_id: str, noise: dict[
             cases[case_id]["speed_noise"] = [kept.to_dict() for kept in others] + [case_noise.to_dict()]
         saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         history = [*current.history, {"saved_at": saved_at, "reason": reason, "commit": None,
-                                      "cases": sorted(noise), "speed_noise": True}]
+                                      "cases": sorted(noise), "speed_noise": True,
+                                      "cpus": sorted({case_noise.learned_on for case_noise in noise.values()})}]
         baseline = BaselineFile(device_class, model_id, current.fingerprint, cases, history, path=path)
         _write_baseline(baseline)
     return baseline

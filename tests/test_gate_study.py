@@ -268,6 +268,11 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     noises = speed_noise_of(load_baseline(baseline, "cpu", "embedded-reference"), ALL_ON)
     assert [(n.cpu, n.arch) for n in noises] == [("Intel Xeon", "family 6 model 207, avx512"),
                                                  ("AMD EPYC", "family 25 model 17, avx512")]
+    # each CPU's runs are held out from the time its own noise was stored
+    history = load_baseline(baseline, "cpu", "embedded-reference").history
+    assert history[-1]["cpus"] == ["AMD EPYC"] and history[-2]["cpus"] == ["Intel Xeon"]
+    assert calibrated_at(baseline, "Intel Xeon") == history[-2]["saved_at"]
+    assert calibrated_at(baseline, "AMD EPYC") == calibrated_at(baseline) == history[-1]["saved_at"]
 
 
 def test_every_injection_target_is_a_collected_bench_case() -> None:

@@ -282,10 +282,12 @@ def aa_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def calibrated_at(baseline: Path) -> str | None:
-    """When `calibrate` last stored speed noise in the baseline (None: never)."""
+def calibrated_at(baseline: Path, cpu: str | None = None) -> str | None:
+    """When `calibrate` last stored speed noise in the baseline (None: never), learned on `cpu` where given
+    (stores from before the history named their CPU count for any)."""
     history = json.loads(baseline.read_text(encoding="utf-8")).get("history", [])
-    saves = [entry["saved_at"] for entry in history if entry.get("speed_noise")]
+    saves = [entry["saved_at"] for entry in history
+             if entry.get("speed_noise") and (cpu is None or cpu in entry.get("cpus", [cpu]))]
     return saves[-1] if saves else None
 
 
@@ -585,7 +587,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "each run failed on, by rule, as the gate judged them in that run (cases whose speed noise was not yet "
         "stored are judged by the factor rule).", "",
         aa_table(aa), "",
-        held_out_line(aa, calibrated_at(baseline) if baseline.exists() else None,
+        held_out_line(aa, calibrated_at(baseline, aa[-1]["cpu"] if aa else None) if baseline.exists() else None,
                       [one for noises in noise.values() for one in noises], saved), "",
         calibration_line(aa, baseline), "",
         "### Speed noise per variant", "",
