@@ -60,7 +60,8 @@ def test_the_calibration_line_gives_the_spread_of_the_machine_speed_over_the_run
         logged["fingerprint"]["calibration_seconds"] = seconds
     line = calibration_line([run("2026-12-01T10:00:00", {"a": case()}), *timed], tmp_path / "absent.json")
     assert line.startswith("the calibration workload (`harness/machine_speed.py`) over 3 runs: median 18.0 ms, "
-                           "15.0-20.0 ms (the slowest x1.33 the fastest); stored noise holds within x1.25")
+                           "15.0-20.0 ms (the slowest x1.33 the fastest); stored noise holds within x1.25 of the median calibration "
+                           "of the A/A runs it was learned from")
     assert calibration_line([run("2026-12-01T10:00:00", {"a": case()})], tmp_path / "absent.json").startswith(
         "these runs were logged before the calibration workload was kept")
 

@@ -557,7 +557,8 @@ def calibration_line(runs: list[dict], baseline: Path) -> str:
     return (f"the calibration workload (`harness/machine_speed.py`) over {len(times)} runs: median "
             f"{1e3 * statistics.median(times):.1f} ms, {1e3 * times[0]:.1f}-{1e3 * times[-1]:.1f} ms (the slowest "
             f"x{times[-1] / times[0]:.2f} the fastest){against}; stored noise holds within x{SAME_SPEED_FACTOR:g} "
-            "of the saving machine's")
+            "of the median calibration of the A/A runs it was learned from (of the saving machine's, for noise "
+            "stored before that was kept)")
 
 
 def gate_command(runs: list[dict]) -> str:
