@@ -124,3 +124,50 @@ def test_compiled_steps_of_several_rows_attend_eagerly_and_the_model_keeps_its_a
             assert model.config._attn_implementation == "sdpa"
     finally:
         hook.remove()
+
+
+def test_grouped_sdpa_steps_give_sdpas_tokens_without_copying_the_key_value_heads(loaded, monkeypatch):
+    # The embedded model has 6 query heads over 2 key/value heads. One-token steps of left-padded rows, uncompiled
+    # and compiled (inductor's CPU code): the same tokens as sdpa's loop, and the same logits to rounding.
+    from harness.pipelines import static_greedy
+    from harness.pipelines.attention import GROUPED_SDPA, attention_implementation, grouped_query_sdpa
+
+    model = loaded.model
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    encoded = _encoded(loaded, ["Compute 7 * 6.", "What is 12 - 5? Show the steps."])
+    expected = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=False)
+    from harness.pipelines import attention as attention_module
+
+    handed_on = []  # the calls it hands to transformers' sdpa: the prefill's, one a layer, and no step's
+    plain_sdpa = attention_module.sdpa_attention_forward
+    monkeypatch.setattr(attention_module, "sdpa_attention_forward",
+                        lambda *args, **kwargs: handed_on.append(args[1].shape[2]) or plain_sdpa(*args, **kwargs))
+    with attention_implementation(model, GROUPED_SDPA):
+        assert torch.equal(greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=False), expected)
+    assert len(handed_on) == model.config.num_hidden_layers and min(handed_on) > 1
+    monkeypatch.undo()
+    torch._dynamo.reset()
+    model.__dict__.pop("_harness_greedy_step", None)
+    previous = dict(static_greedy.BATCHED_STEP_ATTENTION)
+    static_greedy.BATCHED_STEP_ATTENTION["sdpa"] = GROUPED_SDPA
+    try:
+        assert torch.equal(greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True), expected)
+    finally:
+        static_greedy.BATCHED_STEP_ATTENTION.clear()
+        static_greedy.BATCHED_STEP_ATTENTION.update(previous)
+        torch._dynamo.reset()
+        model.__dict__.pop("_harness_greedy_step", None)
+    assert model.config._attn_implementation == "sdpa"
+
+    # One attention call of a step against transformers' sdpa with the heads copied up: the same output.
+    attention = model.model.layers[0].self_attn
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 6, 1, 32, generator=generator)
+    key, value = torch.randn(2, 2, 9, 32, generator=generator), torch.randn(2, 2, 9, 32, generator=generator)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :3] = False  # the first row's left padding
+    got, _ = grouped_query_sdpa(attention, query, key, value, mask, scaling=attention.scaling)
+    copied = torch.nn.functional.scaled_dot_product_attention(query, key.repeat_interleave(3, 1), value.repeat_interleave(3, 1),
+                                                              attn_mask=mask, scale=attention.scaling)
+    assert got.shape == (2, 1, 6, 32)
+    torch.testing.assert_close(got, copied.transpose(1, 2))

@@ -34,8 +34,11 @@ COMPILE_CONFIG = CompileConfig(mode=None, options={"triton.cudagraphs": True, "c
 # passes a mask, and with a mask transformers' sdpa path expands the key/value heads to the query's before the call,
 # copying each layer's cache twice a step; compiled, eager attention does not. Batch-32 steps of the 1B profile on an
 # H200: 1.95 ms eager against 2.35 ms sdpa (studies/gpu/batch32-attention/). At batch 1 sdpa was faster (739 tokens/s
-# against 713), so single rows keep it. The prefill keeps the loaded attention too.
+# against 713), so single rows keep it (SINGLE_STEP_ATTENTION). The prefill keeps the loaded attention too.
+# attention.GROUPED_SDPA avoids the copy within sdpa; `decode_study --batched-step-attention grouped_sdpa` (and
+# `--single-step-attention`) times it against these.
 BATCHED_STEP_ATTENTION = {"sdpa": "eager"}
+SINGLE_STEP_ATTENTION: dict[str, str] = {}
 
 
 def cache_length(tokens: int) -> int:
@@ -161,9 +164,11 @@ def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 
 def step_attention(model, rows: int, compiled: bool) -> str:
-    """The attention implementation the one-token steps run with (see BATCHED_STEP_ATTENTION)."""
+    """The attention implementation the compiled one-token steps run with (BATCHED_STEP_ATTENTION for several rows,
+    SINGLE_STEP_ATTENTION for one); uncompiled steps keep the loaded one."""
     loaded = model.config._attn_implementation
-    return BATCHED_STEP_ATTENTION.get(loaded, loaded) if compiled and rows > 1 else loaded
+    steps = BATCHED_STEP_ATTENTION if rows > 1 else SINGLE_STEP_ATTENTION
+    return steps.get(loaded, loaded) if compiled else loaded
 
 
 def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
@@ -172,5 +177,5 @@ def greedy_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return decode_static(model, input_ids, attention_mask, max_new_tokens, stopping, compiled=compiled).tokens
 
 
-__all__ = ["BATCHED_STEP_ATTENTION", "CACHE_LENGTH_STEP", "COMPILE_CONFIG", "StaticDecode", "cache_length", "decode_static",
+__all__ = ["BATCHED_STEP_ATTENTION", "SINGLE_STEP_ATTENTION", "CACHE_LENGTH_STEP", "COMPILE_CONFIG", "StaticDecode", "cache_length", "decode_static",
            "greedy_static", "step_attention"]

@@ -4,6 +4,7 @@
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --mode max-autotune
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --option coordinate_descent_tuning=0
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --batch 32 --batched-step-attention sdpa
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --single-step-attention grouped_sdpa
 
 One prompt (or `--batch` copies of it), greedy, with the static-cache loop of compile=on
 (`harness.pipelines.static_greedy`). The loop reads nothing back while it decodes, so the host runs ahead of the
@@ -16,7 +17,8 @@ in a torch.compile mode instead; `--option KEY=VALUE` with these inductor option
 turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU
 reads per second (`harness.roofline.measured_read_bandwidth`). The table names the attention the steps ran with: at
 batch > 1 compile=on steps attend eagerly where the model has sdpa (`static_greedy.BATCHED_STEP_ATTENTION`), unless
-`--batched-step-attention sdpa`.
+`--batched-step-attention` names another; `--single-step-attention` does the same for batch 1, whose steps keep sdpa.
+`grouped_sdpa` (`harness.pipelines.attention`) is sdpa without the copy of the key/value heads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from transformers import CompileConfig
 
 from harness.models import LoadSpec, default_dtype, load_model, resolve_device
+from harness.pipelines.attention import GROUPED_SDPA
 from harness.pipelines import static_greedy
 from harness.roofline import measured_read_bandwidth
 from harness.tasks import generate_suite
@@ -85,9 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], help="an inductor option KEY=VALUE for the step's compile (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="rows decoded at once (copies of the prompt)")
     parser.add_argument("--attention", choices=("sdpa", "eager"), help="the attention implementation (default: the loaded one)")
-    parser.add_argument("--batched-step-attention", choices=("eager", "sdpa"),
+    step_choices = ("eager", "sdpa", GROUPED_SDPA)
+    parser.add_argument("--batched-step-attention", choices=step_choices,
                         help="what the compiled steps of a batch attend with where the model has sdpa "
                              "(default: static_greedy.BATCHED_STEP_ATTENTION's choice)")
+    parser.add_argument("--single-step-attention", choices=step_choices,
+                        help="the same for steps of one row (default: static_greedy.SINGLE_STEP_ATTENTION's, sdpa)")
     parser.add_argument("--no-cudnn-attention", action="store_true", help="keep sdpa off cuDNN's fused kernel")
     parser.add_argument("--bandwidth", action="store_true", help="first measure the GPU's read bandwidth")
     parser.add_argument("--profile", action="store_true", help="then the GPU kernels of one more decode, by time (torch.profiler)")
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         loaded.model.set_attn_implementation(args.attention)
     if args.batched_step_attention:
         static_greedy.BATCHED_STEP_ATTENTION = {"sdpa": args.batched_step_attention}
+    if args.single_step_attention:
+        static_greedy.SINGLE_STEP_ATTENTION = {"sdpa": args.single_step_attention}
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
         # The kernel is picked while the step is traced, and inductor's on-disk caches do not key on this flag: a
