@@ -223,12 +223,11 @@ def _parse_speed_noises(path: Path, case_id: str, data: Any) -> tuple[SpeedNoise
 
 
 def _parse_speed_noise(path: Path, case_id: str, data: Any) -> SpeedNoise:
-    fix = _NOISE_FIX
     try:
         noise = SpeedNoise(**data)
     except TypeError as error:
         raise BaselineError(path, f"baseline {path}: case {case_id!r} has a speed_noise entry that does not parse "
-                                  f"({error}); {fix}") from None
+                                  f"({error}); {_NOISE_FIX}") from None
     valid = (_is_number(noise.center) and math.isfinite(noise.center) and _is_number(noise.spread)
              and math.isfinite(noise.spread) and noise.spread >= 0 and isinstance(noise.runs, int)
              and not isinstance(noise.runs, bool) and noise.runs >= 2 and isinstance(noise.measured, str)
@@ -238,7 +237,7 @@ def _parse_speed_noise(path: Path, case_id: str, data: Any) -> SpeedNoise:
     if not valid:
         raise BaselineError(path, f"baseline {path}: case {case_id!r} has an invalid speed_noise entry (center and "
                                   f"spread finite numbers, spread >= 0, runs >= 2, measured a string, "
-                                  f"calibration_seconds positive or absent); {fix}")
+                                  f"calibration_seconds positive or absent); {_NOISE_FIX}")
     return noise
 
 

@@ -71,13 +71,13 @@ def test_held_out_runs_are_those_after_the_noise_was_stored_on_the_cpu_it_was_le
             run("2026-12-02T10:00:00+00:00", {"a": case()}),
             run("2026-12-02T11:00:00+00:00", {"a": case(["speed"])}),
             {**run("2026-12-02T12:00:00+00:00", {"a": case(["speed"])}), "cpu": "Intel Xeon"}]  # noise set aside
-    noise = [SpeedNoise(center=0.0, spread=0.05, runs=8, measured="2026-12-01, AMD EPYC (2 cores)", cpu="AMD EPYC")]
+    noise = {"a": (SpeedNoise(center=0.0, spread=0.05, runs=8, measured="2026-12-01, AMD EPYC (2 cores)", cpu="AMD EPYC"),)}
     line = held_out_line(runs, "2026-12-01T21:22:23+00:00", noise)
     assert line.endswith("stored at 2026-12-01 21:22 UTC (learned from earlier runs, not from these): 2, with a false alarm: 1")
-    assert "factor rule" in held_out_line(runs, None, [])
+    assert "factor rule" in held_out_line(runs, None, {})
     # a run whose calibration was 0.65x the save's had its noise set aside too
     runs[2]["fingerprint"] = {**runs[2]["fingerprint"], "calibration_seconds": 0.0108}
-    line = held_out_line(runs, "2026-12-01T21:22:23+00:00", noise, {"calibration_seconds": 0.0166})
+    line = held_out_line(runs, "2026-12-01T21:22:23+00:00", noise, {"a": {"calibration_seconds": 0.0166}})
     assert line.endswith("not from these): 1, with a false alarm: 0; 1 more whose machine (calibration or CPU "
                          "generation) set the noise aside")
 

@@ -148,13 +148,10 @@ def test_grouped_sdpa_steps_give_sdpas_tokens_without_copying_the_key_value_head
     monkeypatch.undo()
     torch._dynamo.reset()
     model.__dict__.pop("_harness_greedy_step", None)
-    previous = dict(static_greedy.BATCHED_STEP_ATTENTION)
-    static_greedy.BATCHED_STEP_ATTENTION["sdpa"] = GROUPED_SDPA
+    monkeypatch.setitem(static_greedy.BATCHED_STEP_ATTENTION, "sdpa", GROUPED_SDPA)
     try:
         assert torch.equal(greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 12, compiled=True), expected)
     finally:
-        static_greedy.BATCHED_STEP_ATTENTION.clear()
-        static_greedy.BATCHED_STEP_ATTENTION.update(previous)
         torch._dynamo.reset()
         model.__dict__.pop("_harness_greedy_step", None)
     assert model.config._attn_implementation == "sdpa"

@@ -40,7 +40,7 @@ from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.baseline import load_baseline, match_machine, speed_noise_of, store_speed_noise
+from harness.baseline import match_machine, store_speed_noise
 from harness.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, SAME_SPEED_FACTOR
 from harness.models import cpu_model
 from harness.records import SpeedNoise
@@ -291,14 +291,16 @@ def calibrated_at(baseline: Path, cpu: str | None = None) -> str | None:
     return saves[-1] if saves else None
 
 
-def held_out_line(runs: list[dict], since: str | None, noises: list[SpeedNoise], saved: dict | None = None) -> str:
+def held_out_line(runs: list[dict], since: str | None, stored: dict[str, tuple[SpeedNoise, ...]],
+                  saved: dict[str, dict] | None = None) -> str:
     """The runs that the gate judged by the stored speed noise, which was learned from runs before them: taken
-    after `calibrate` stored it, on the CPU it was learned on, and where `match_machine` (the gate's own rule) let
-    it hold against the baseline's save (elsewhere it is set aside)."""
+    after `calibrate` stored it, on a CPU it was learned on, and where `match_machine` (the gate's own rule) let
+    it hold (elsewhere it is set aside)."""
     if since is None:
         return "no speed noise stored yet: every run's speed was judged by the factor rule"
-    later = [run for run in runs if run["at"] > since and run["cpu"] in {n.learned_on for n in noises}]
-    judged = [run for run in later if _noise_holds(run, noises, saved or {})]
+    learned_on = {noise.learned_on for noises in stored.values() for noise in noises}
+    later = [run for run in runs if run["at"] > since and run["cpu"] in learned_on]
+    judged = [run for run in later if noise_for_run(run, stored, saved)]
     failing = sum(map(_raised_alarm, judged))
     aside = (f"; {len(later) - len(judged)} more whose machine (calibration or CPU generation) set the noise aside"
              if len(judged) < len(later) else "")
@@ -306,16 +308,15 @@ def held_out_line(runs: list[dict], since: str | None, noises: list[SpeedNoise],
             f"from earlier runs, not from these): {len(judged)}, with a false alarm: {failing}{aside}")
 
 
-def _noise_holds(run: dict, noises: list[SpeedNoise], saved: dict) -> bool:
-    fingerprint = {**run["fingerprint"], "cpu": run["cpu"]}
-    return any(match_machine([noise], fingerprint, saved).noise is not None for noise in noises)
-
-
-def noise_for_run(run: dict, stored: dict[str, tuple[SpeedNoise, ...]], saved: dict | None = None) -> dict[str, SpeedNoise]:
+def noise_for_run(run: dict, stored: dict[str, tuple[SpeedNoise, ...]],
+                  saved: dict[str, dict] | None = None) -> dict[str, SpeedNoise]:
     """Per case, the stored noise that the gate's own rule (`match_machine`) would judge the logged run by: the
-    one learned on its CPU, near its machine speed. Cases without such noise are left out."""
+    one learned on its CPU, near its machine speed. `saved` is each case's save fingerprint
+    (`ResultSet.fingerprint_of`), which noise stored without its runs' calibration is held against. Cases without
+    such noise are left out."""
     fingerprint = {**run["fingerprint"], "cpu": run["cpu"]}
-    matched = {case_id: match_machine(noises, fingerprint, saved or {}).noise for case_id, noises in stored.items()}
+    matched = {case_id: match_machine(noises, fingerprint, (saved or {}).get(case_id, {})).noise
+               for case_id, noises in stored.items()}
     return {case_id: noise for case_id, noise in matched.items() if noise is not None}
 
 
@@ -434,7 +435,7 @@ def timing_table(blocked: list[dict], turns: list[dict]) -> str:
 
 
 def paired_table(runs: list[dict], stored: dict[str, tuple[SpeedNoise, ...]], policy: GatePolicy = GatePolicy(),
-                 saved: dict | None = None) -> str:
+                 saved: dict[str, dict] | None = None) -> str:
     """Per variant timed again in pairs on A/A runs: its change vs the baseline in its own rounds and in the pairs,
     against the limit its stored noise sets (the pairs only ever judge a regression that the rounds found)."""
     noises = [noise_for_run(run, stored, saved) for run in runs]
@@ -459,13 +460,6 @@ def paired_table(runs: list[dict], stored: dict[str, tuple[SpeedNoise, ...]], po
     return "\n".join(lines)
 
 
-def stored_noise(baseline: Path) -> dict[str, tuple[SpeedNoise, ...]]:
-    """The speed noise each case's baseline entry holds now, one per CPU (what `calibrate` stored)."""
-    data = json.loads(baseline.read_text(encoding="utf-8"))
-    loaded = load_baseline(baseline, data["device_class"], data["model_id"])
-    return {case_id: noise for case_id in loaded.cases if (noise := speed_noise_of(loaded, case_id))}
-
-
 def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], policy: GatePolicy) -> bool:
     """Whether the gate fails the logged variant-run on speed, judged by the noise stored now (and, where the run
     timed the drop again in pairs, the paired speedup must fall beyond it too); a case without stored noise, by
@@ -477,12 +471,12 @@ def caught_on_speed(case_id: str, case: dict, noise: dict[str, SpeedNoise], poli
 
 
 def slowdown_table(runs: list[dict], stored: dict[str, tuple[SpeedNoise, ...]], policy: GatePolicy = GatePolicy(),
-                   saved: dict | None = None) -> str:
+                   saved: dict[str, dict] | None = None) -> str:
     """Per injected slowdown: how many slowed variant-runs the gate fails on speed, each run judged by the stored
     noise of its own CPU."""
-    noises = [noise_for_run(run, stored, saved) for run in runs]
     if not runs:
         return "no slowdown runs logged yet"
+    noises = [noise_for_run(run, stored, saved) for run in runs]
     lines = [_machine_line(runs, "runs"), "", "| slowdown | variant-runs | failed on speed | rate | missed |",
              "| ---: | ---: | ---: | ---: | --- |"]
     reliable = []
@@ -576,8 +570,10 @@ def gate_command(runs: list[dict]) -> str:
 def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
     aa, slowdowns, injections, pairs, blocked = (logged_runs(logs[key]) for key in ("aa", "slowdowns", "injections", "pairs",
                                                                                      "blocked"))
-    noise = stored_noise(baseline) if baseline.exists() else {}
-    saved = read_results(baseline).fingerprint if baseline.exists() else None
+    # the speed noise the baseline holds now, one per CPU (what `calibrate` stored), and each case's save
+    committed = read_results(baseline) if baseline.exists() else None
+    noise = committed.speed_noise if committed else {}
+    saved = {case_id: committed.fingerprint_of(case_id) for case_id in committed.records} if committed else None
     return "\n".join([
         "# How far the gate can be trusted: measured", "",
         f"Written by `python -m harness.studies.gate_study report` from `{logs['aa']}`, `{logs['slowdowns']}`, "
@@ -589,7 +585,7 @@ def report(logs: dict[str, Path], baseline: Path = DEFAULT_BASELINE) -> str:
         "stored are judged by the factor rule).", "",
         aa_table(aa), "",
         held_out_line(aa, calibrated_at(baseline, aa[-1]["cpu"] if aa else None) if baseline.exists() else None,
-                      [one for noises in noise.values() for one in noises], saved), "",
+                      noise, saved), "",
         calibration_line(aa, baseline), "",
         "### Speed noise per variant", "",
         "The noise rule judges a variant's speedup against the spread of its own A/A runs. Judged on runs it did "
