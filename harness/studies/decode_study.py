@@ -5,6 +5,8 @@
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --option coordinate_descent_tuning=0
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --batch 32 --batched-step-attention sdpa
     python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --single-step-attention grouped_sdpa
+    python -m harness.studies.decode_study --model random:llama-3.2-1b --device cuda --batch 32 \
+        --batched-step-attention eager --batched-step-attention grouped_sdpa --turns 2
 
 One prompt (or `--batch` copies of it), greedy, with the static-cache loop of compile=on
 (`harness.pipelines.static_greedy`). The loop reads nothing back while it decodes, so the host runs ahead of the
@@ -18,7 +20,10 @@ turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth
 reads per second (`harness.roofline.measured_read_bandwidth`). The table names the attention the steps ran with: at
 batch > 1 compile=on steps attend eagerly where the model has sdpa (`static_greedy.BATCHED_STEP_ATTENTION`), unless
 `--batched-step-attention` names another; `--single-step-attention` does the same for batch 1, whose steps keep sdpa.
-`grouped_sdpa` (`harness.pipelines.attention`) is sdpa without the copy of the key/value heads.
+`grouped_sdpa` (`harness.pipelines.attention`) is sdpa without the copy of the key/value heads. Named more than
+once, the step attentions are timed in turn, `--turns` times over, in one process: on one GPU lease, which studies
+run in separate processes (or on separate leases) cannot promise. "CUDA graphs skipped" counts the compiled graphs
+inductor ran without CUDA graphs while the row was timed; a step so run is queued kernel by kernel.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch._dynamo.utils import counters
 from transformers import CompileConfig
 
 from harness.models import LoadSpec, default_dtype, load_model, resolve_device
@@ -89,11 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="rows decoded at once (copies of the prompt)")
     parser.add_argument("--attention", choices=("sdpa", "eager"), help="the attention implementation (default: the loaded one)")
     step_choices = ("eager", "sdpa", GROUPED_SDPA)
-    parser.add_argument("--batched-step-attention", choices=step_choices,
+    parser.add_argument("--batched-step-attention", choices=step_choices, action="append",
                         help="what the compiled steps of a batch attend with where the model has sdpa "
-                             "(default: static_greedy.BATCHED_STEP_ATTENTION's choice)")
-    parser.add_argument("--single-step-attention", choices=step_choices,
+                             "(default: static_greedy.BATCHED_STEP_ATTENTION's choice); repeat it to time each in turn")
+    parser.add_argument("--single-step-attention", choices=step_choices, action="append",
                         help="the same for steps of one row (default: static_greedy.SINGLE_STEP_ATTENTION's, sdpa)")
+    parser.add_argument("--turns", type=int, default=1,
+                        help="time the step attentions named this many times, alternating, in this one process")
     parser.add_argument("--no-cudnn-attention", action="store_true", help="keep sdpa off cuDNN's fused kernel")
     parser.add_argument("--bandwidth", action="store_true", help="first measure the GPU's read bandwidth")
     parser.add_argument("--profile", action="store_true", help="then the GPU kernels of one more decode, by time (torch.profiler)")
@@ -105,27 +113,39 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(LoadSpec(args.model, device, default_dtype(device), compile=True))
     if args.attention:
         loaded.model.set_attn_implementation(args.attention)
-    if args.batched_step_attention:
-        static_greedy.BATCHED_STEP_ATTENTION = {"sdpa": args.batched_step_attention}
-    if args.single_step_attention:
-        static_greedy.SINGLE_STEP_ATTENTION = {"sdpa": args.single_step_attention}
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
         # The kernel is picked while the step is traced, and inductor's on-disk caches do not key on this flag: a
         # graph an earlier process compiled with cuDNN was replayed (studies/gpu/batch32-attention/b32-no-cudnn.log).
         torch._inductor.config.force_disable_caches = True
     encoded = loaded.tokenizer([generate_suite("math", n=1, seed=2)[0].prompt] * args.batch, return_tensors="pt").to(device)
-    started = time.perf_counter()
-    times = time_steps(loaded.model, encoded, args.steps, device)
-    compiled_as = args.mode or " ".join(f"{k}={v}" for k, v in static_greedy.COMPILE_CONFIG.options.items())
-    compiled_as += f", {static_greedy.step_attention(loaded.model, args.batch, device == 'cuda')}"
-    compiled_as += " without cuDNN" if args.no_cudnn_attention else ""
-    print(f"| model | batch | compile | queued ms/step | done ms/step | tokens/s | study s |\n"
-          f"| --- | ---: | --- | ---: | ---: | ---: | ---: |\n"
-          f"| {args.model} | {args.batch} | {compiled_as} | {times.queued_ms:.3f} | {times.done_ms:.3f} "
-          f"| {args.batch * times.tokens_per_second:,.0f} | {time.perf_counter() - started:.0f} |")
+    named = args.batched_step_attention if args.batch > 1 else args.single_step_attention
+    print("| model | batch | compile | queued ms/step | done ms/step | tokens/s | CUDA graphs skipped | study s |\n"
+          "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for _ in range(args.turns):
+        for step_attention in named or [None]:
+            print(study_row(loaded.model, encoded, args, step_attention))
     if args.profile:
         print(kernel_table(loaded.model, encoded, args.steps, device))
+
+
+def study_row(model, encoded, args: argparse.Namespace, step_attention: str | None) -> str:
+    """One timing of the decode, its compiled steps attending with `step_attention` (None: compile=on's choice)."""
+    if step_attention is not None:
+        steps = static_greedy.BATCHED_STEP_ATTENTION if args.batch > 1 else static_greedy.SINGLE_STEP_ATTENTION
+        steps["sdpa"] = step_attention
+    device = model.device.type
+    # Inductor counts each compiled graph it leaves to run without CUDA graphs; such steps are queued kernel by kernel.
+    skipped_before = counters["inductor"]["cudagraph_skips"]
+    started = time.perf_counter()
+    times = time_steps(model, encoded, args.steps, device)
+    compiled_as = args.mode or " ".join(f"{k}={v}" for k, v in static_greedy.COMPILE_CONFIG.options.items())
+    compiled_as = compiled_as if device == "cuda" else "not compiled"  # decode_static compiles on a GPU only
+    compiled_as += f", {static_greedy.step_attention(model, args.batch, device == 'cuda')}"
+    compiled_as += " without cuDNN" if args.no_cudnn_attention else ""
+    return (f"| {args.model} | {args.batch} | {compiled_as} | {times.queued_ms:.3f} | {times.done_ms:.3f} "
+            f"| {args.batch * times.tokens_per_second:,.0f} | {counters['inductor']['cudagraph_skips'] - skipped_before} "
+            f"| {time.perf_counter() - started:.0f} |")
 
 
 def kernel_table(model, encoded, steps: int, device: str, rows: int = 20) -> str:
