@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
 
-from harness.pipelines.attention import attention_implementation
+from harness.pipelines.attention import GROUPED_SDPA, attention_implementation
 from harness.pipelines.cache_api import cache_keyword, last_logits
 
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
@@ -35,11 +35,10 @@ COMPILE_CONFIG = CompileConfig(mode=None, options={"triton.cudagraphs": True, "c
 # copying each layer's cache twice a step; compiled, eager attention does not. Batch-32 steps of the 1B profile on an
 # H200: 1.95 ms eager against 2.35 ms sdpa (studies/gpu/batch32-attention/). At batch 1 sdpa was faster (739 tokens/s
 # against 713), so single rows keep it (SINGLE_STEP_ATTENTION). The prefill keeps the loaded attention too.
-# attention.GROUPED_SDPA avoids the copy within sdpa. On an H100 its steps took 2.046 ms at batch 32 (eager: 2.510)
-# and 1.639 at batch 1 (sdpa: 1.520), but the two sides ran on two leases (studies/gpu/h100/grouped-sdpa.log), so
-# these stay until `decode_study --batched-step-attention eager --batched-step-attention grouped_sdpa --turns 2`
-# times both in one process.
-BATCHED_STEP_ATTENTION = {"sdpa": "eager"}
+# attention.GROUPED_SDPA avoids the copy within sdpa. Timed in one process on an H100, turn for turn, its batch-32
+# steps took 1.996 and 1.981 ms against eager's 2.155 and 2.158, so batched steps take it; at batch 1 it tied sdpa
+# (1.495 against 1.499 ms), so single rows keep sdpa (studies/gpu/h100/grouped-same-process.log).
+BATCHED_STEP_ATTENTION = {"sdpa": GROUPED_SDPA}
 SINGLE_STEP_ATTENTION: dict[str, str] = {}
 
 
