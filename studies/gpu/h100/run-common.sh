@@ -1,4 +1,6 @@
 # Sourced by each device script: bitsandbytes from the carried wheel, the plugin installed, the machine recorded.
+# The carried tree must stay under 64 MiB: .whl/ holds bitsandbytes 0.50.2's wheel with only its CPU and CUDA 13.0
+# libraries (3.5 MB; the full wheel's other CUDA and ROCm builds are 39 MB more), RECORD edited to match.
 set -u
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
@@ -12,5 +14,5 @@ gate() {
     --bench-report $OUT/$name.md --bench-report $OUT/$name.json "$@" > $OUT/$name.log 2>&1
   echo "$name exit $? at $SECONDS s"; tail -45 $OUT/$name.log
   dmesg 2>/dev/null | tail -20 > $OUT/$name-dmesg.txt
-  for f in baselines/cuda-*/*.json; do cp $f $OUT/$(basename $(dirname $f))-$name-$(basename $f); done 2>/dev/null
+  for f in baselines/cuda-h100*/*.json; do cp $f $OUT/$(basename $(dirname $f))-$name-$(basename $f); done 2>/dev/null
 }
