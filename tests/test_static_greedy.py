@@ -106,9 +106,10 @@ def test_no_new_tokens_is_refused(loaded):
         greedy_static(loaded.model, encoded["input_ids"], encoded["attention_mask"], 0, compiled=False)
 
 
-def test_compiled_steps_of_several_rows_attend_eagerly_and_the_model_keeps_its_attention(loaded):
-    # sdpa with the static cache's mask copies the key/value heads each step (BATCHED_STEP_ATTENTION); the prefill,
-    # a single row and an uncompiled loop keep the attention the model was loaded with
+def test_compiled_steps_of_several_rows_attend_with_grouped_sdpa_and_the_model_keeps_its_attention(loaded):
+    # sdpa with the static cache's mask copies the key/value heads each step, grouped_sdpa does not
+    # (BATCHED_STEP_ATTENTION); the prefill, a single row and an uncompiled loop keep the attention the model was
+    # loaded with
     model = loaded.model
     assert model.config._attn_implementation == "sdpa"
     seen: list[str] = []
@@ -119,7 +120,7 @@ def test_compiled_steps_of_several_rows_attend_eagerly_and_the_model_keeps_its_a
             seen.clear()
             encoded = _encoded(loaded, prompts)
             greedy_static(model, encoded["input_ids"], encoded["attention_mask"], 4, compiled=compiled)
-            steps = "eager" if compiled and len(prompts) > 1 else "sdpa"
+            steps = "grouped_sdpa" if compiled and len(prompts) > 1 else "sdpa"
             assert seen == ["sdpa"] + [steps] * 3, (prompts, compiled)
             assert model.config._attn_implementation == "sdpa"
     finally:
