@@ -18,8 +18,9 @@ in a torch.compile mode instead; `--option KEY=VALUE` with these inductor option
 `torch.compile(options=...)`; `coordinate_descent_tuning=0` is the step as compile=on compiled it before it
 turned batch-1 matrix-vector products into tuned Triton reductions. `--bandwidth` first measures what this GPU
 reads per second (`harness.roofline.measured_read_bandwidth`). The table names the attention the steps ran with: at
-batch > 1 compile=on steps attend eagerly where the model has sdpa (`static_greedy.BATCHED_STEP_ATTENTION`), unless
-`--batched-step-attention` names another; `--single-step-attention` does the same for batch 1, whose steps keep sdpa.
+batch > 1 compile=on steps attend with grouped_sdpa where the model has sdpa (`static_greedy.BATCHED_STEP_ATTENTION`),
+unless `--batched-step-attention` names another; `--single-step-attention` does the same for batch 1, whose steps keep
+sdpa.
 `grouped_sdpa` (`harness.pipelines.attention`) is sdpa without the copy of the key/value heads. Named more than
 once, the step attentions are timed in turn, `--turns` times over, in one process: on one GPU lease, which studies
 run in separate processes (or on separate leases) cannot promise. "CUDA graphs skipped" counts the compiled graphs
