@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli import main
 from harness.diff import CaseDiff, Diff
-from harness.plugin import _confirmation_lines
+from harness.plugin import _confirmation_lines, chosen_warm_up
 from harness.records import CaseRecord, Confirmation, Speedup
 from harness.verdict import PASSED, REGRESSED, Finding, Verdict
 
@@ -45,6 +45,52 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def _baseline(pytester: pytest.Pytester) -> dict:
     return json.loads((pytester.path / "baselines" / "cpu" / "embedded-reference.json").read_text())
+
+
+def test_the_warm_up_is_the_whole_pipeline_when_compiling_or_on_a_gpu():
+    def pipeline(model, tokenizer, variant):
+        return "whole"
+
+    def few_items(model, tokenizer, variant):
+        return "few"
+
+    assert chosen_warm_up({"kv_cache": "on"}, "cpu", pipeline, few_items) is few_items
+    assert chosen_warm_up({"compile": "on"}, "cpu", pipeline, few_items) is pipeline
+    assert chosen_warm_up({"kv_cache": "on"}, "cuda", pipeline, few_items) is pipeline
+    assert chosen_warm_up({"kv_cache": "on"}, "cuda", pipeline, None) is pipeline
+    assert chosen_warm_up({"kv_cache": "on"}, "cpu", pipeline, None)(None, None, {}) is None  # no warm-up
+
+
+COLD_CASE = '''
+import time
+import pytest
+from harness.pipelines.eval import EvalSettings, run_eval
+from harness.tasks import generate_suite
+
+ITEMS = generate_suite("context_qa", n=4, seed=0)
+CALLS = []
+
+
+@pytest.mark.bench(pipeline="eval", toggles={"kv_cache": ["on"]})
+def test_qa(bench):
+    def pipeline(model, tokenizer, variant):
+        CALLS.append(variant["kv_cache"])
+        if CALLS.count(variant["kv_cache"]) == 1 and variant["kv_cache"] == "on":
+            time.sleep(1.0)  # no warm-up was given: the variant's first timed round pays a one-time cost
+        return run_eval(model, tokenizer, ITEMS, EvalSettings.from_variant(variant, max_new_tokens=8))
+
+    bench.run(group="context_qa", pipeline=pipeline)
+'''
+
+
+def test_a_cold_first_round_is_named_in_the_run_notes_and_the_details(pytester):
+    pytester.makepyfile(test_bench=COLD_CASE)
+    report = pytester.path / "report.md"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-rounds", "3",
+                                           "--bench-min-time", "0", "--bench-report", str(report))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["note: 1 case(s) timed a cold first round*: eval[[]context_qa|kv_cache=on]"])
+    assert "passed (warm-up vs its other rounds): first timed round" in report.read_text()
 
 
 def test_plain_run_skips_bench_cases_with_reason(pytester):

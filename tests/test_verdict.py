@@ -17,6 +17,7 @@ from harness.verdict import (
     GatePolicy,
     Verdict,
     bootstrap_speedup,
+    cold_first_round_findings,
     fidelity_class,
     judge,
     needs_confirmation,
@@ -747,3 +748,15 @@ def test_speedup_drop_from_reference_noise_alone_is_not_confirmed() -> None:
     finding = only(judge(current, baseline, None).findings, "speedup")
     assert finding.status == PASSED
     assert "not confirmed by the variant's own rounds" in finding.message
+
+
+def test_a_cold_first_round_is_noted_but_never_fails() -> None:
+    """A first round well above the others (a warm-up that ran fewer shapes) is named; warm rounds are not."""
+    cold = make_record({"kv_cache": "on"}, rounds=[21.7, 7.25, 6.31], speedup=Speedup(2.0, 1.0, 2.7))
+    (finding,) = cold_first_round_findings(cold)
+    assert finding.status == PASSED and finding.metric == "warm-up"
+    assert "first timed round 21.70s, 3.2x the median of the others (6.78s)" in finding.message
+    verdict = judge(cold, make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.0, 2.7)), make_record())
+    assert finding in verdict.findings and verdict.status == PASSED
+    for warm in ([1.4, 1.0, 1.0], [1.0], [0.5, 1.0, 1.1]):
+        assert cold_first_round_findings(make_record(rounds=warm)) == [], warm
