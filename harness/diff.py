@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from harness.baseline import match_machine
 from harness.records import CaseRecord
 from harness.results import Acceptance, ResultSet
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge, one_toggle_neighbours
+from harness.verdict import (COLD_FIRST_ROUND, IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge,
+                             one_toggle_neighbours)
 
 MISSING = "missing"  # in the baseline, not in the run
 STATUSES = (REGRESSED, IMPROVED, PASSED, NEW, MISSING)
@@ -148,6 +149,10 @@ def compare(
                           "only quality, counters and fidelity")
     if new.ignored:
         diff.notes.append(f"{new.ignored} pytest-benchmark entries without a harness record were left out")
+    cold = sorted(c.case_id for c in cases if c.verdict and any(f.metric == COLD_FIRST_ROUND for f in c.verdict.findings))
+    if cold:
+        diff.notes.append(f"{len(cold)} case(s) timed a cold first round, their figures leaning on it (the report's "
+                          f"details say by how much): {', '.join(cold)}")
     return diff
 
 

@@ -37,8 +37,8 @@ from harness.roofline import decode_efficiency, measured_read_bandwidth
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
-from harness.verdict import (COLD_FIRST_ROUND, DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict,
-                             bootstrap_speedup, cleared_by_pairs, judge, needs_confirmation, one_toggle_neighbours)
+from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup,
+                             cleared_by_pairs, judge, needs_confirmation, one_toggle_neighbours)
 
 _SESSION_KEY = pytest.StashKey["BenchSession"]()
 _UNPINNED_KEY = pytest.StashKey["str | None"]()  # CUDA_VISIBLE_DEVICES before an xdist worker's pin (None: unset)
@@ -680,11 +680,11 @@ def _machine_lines(matches: list[MachineMatch]) -> list[str]:
 
 
 def chosen_warm_up(variant: dict[str, str], device: str, pipeline: Callable, warm_up: Callable | None) -> Callable:
-    """What a side runs, untimed, before its rounds: the case's warm-up, or the whole pipeline where a first call
-    of each shape costs extra. Compiling does. On a GPU so does something in the first run of each shape: with the
-    cases' shorter warm-ups, 31 of the 142 cases of the GPU baselines had a first timed round 1.5-5.7x the median
-    of the rest (eval[math-200|reference] on the H100: 21.7 s against 6.8 s), and none of the CPU baseline's did.
-    Which library's first calls cost it was not measured."""
+    """What a side runs, untimed, before its rounds: the case's warm-up, or the whole pipeline where a shorter one
+    leaves the rounds cold. Compiling does (each new shape compiles). On a GPU so did the cases' shorter warm-ups:
+    31 of the 142 cases of the GPU baselines had a first timed round 1.5-5.7x the median of the rest
+    (eval[math-200|reference] on the H100: 21.7 s against 6.8 s), none of the CPU baseline's. What the first round
+    paid for there was not measured."""
     if variant.get("compile") == "on" or device == "cuda":
         return pipeline
     return warm_up or _no_warm_up
@@ -767,11 +767,6 @@ def _session_diff(bench_session: BenchSession) -> Diff:
         diff.notes.append("--bench-save-baseline: regressions did not fail this run; the results became the baseline")
     if bench_session.merged is not None:
         diff.notes.extend(bench_session.merged.problems)
-    cold = sorted(case_id for case_id, verdict in bench_session.verdicts.items()
-                  if any(f.metric == COLD_FIRST_ROUND for f in verdict.findings))
-    if cold:
-        diff.notes.append(f"{len(cold)} case(s) timed a cold first round, their figures leaning on it (the report's "
-                          f"details say by how much): {', '.join(cold)}")
     if bench_session.injections.active:
         diff.notes.append("regressions injected on purpose (--bench-inject " + " ".join(config.getoption("--bench-inject"))
                           + "): this run measures the gate, not the code")

@@ -18,10 +18,11 @@ def test_each_named_step_attention_is_timed_in_turn_each_turn(capsys, monkeypatc
 
     monkeypatch.setattr(decode_study, "time_steps", recording_time_steps)
     decode_study.main(["--model", "random:tiny-llama", "--steps", "3", "--batch", "2", "--turns", "2",
-                       "--batched-step-attention", "eager", "--batched-step-attention", "grouped_sdpa"])
-    assert in_effect == ["eager", "grouped_sdpa", "eager", "grouped_sdpa"]
+                       "--batched-step-attention", "grouped_sdpa", "--batched-step-attention", "eager"])
+    assert in_effect == ["grouped_sdpa", "eager", "grouped_sdpa", "eager"]
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| random:tiny-llama")]
     assert len(rows) == 4
     cells = [row.strip("|").split("|") for row in rows]
     assert all(cell[1].strip() == "2" and float(cell[4]) > 0 and cell[6].strip() == "0" for cell in cells)
-    assert static_greedy.BATCHED_STEP_ATTENTION["sdpa"] == "grouped_sdpa"  # the last one named, timed last
+    # the last one named, timed last, and not the default (grouped_sdpa), so the study did set it
+    assert static_greedy.BATCHED_STEP_ATTENTION["sdpa"] == "eager"

@@ -310,3 +310,13 @@ def test_accept_refuses_a_baseline_and_an_empty_selection(tmp_path: Path, capsys
     assert run_cli("accept", run, "--reason", "  ", "--baseline-dir", tmp_path) == EXIT_USAGE
     assert "without a reason" in capsys.readouterr().err
     assert not list(tmp_path.glob("cpu/*.json"))
+
+
+def test_diff_names_a_case_whose_first_round_ran_cold(tmp_path: Path, capsys) -> None:
+    run = as_run(recorded())
+    rounds = run.records[ALL_ON].speed.round_seconds
+    rounds[0] = 3 * float(sorted(rounds[1:])[len(rounds[1:]) // 2])
+    assert run_cli("diff", RECORDED, write_report_json(run, tmp_path / "run.json")) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "note: 1 case(s) timed a cold first round, their figures leaning on it" in out and ALL_ON in out.split("note: 1 case(s)")[1]
+    assert not compare(recorded(), as_run(recorded())).notes  # warm rounds: no note
