@@ -24,6 +24,12 @@ class PipelineOutput:
     # True when each item output is a decision (e.g. SAME / DIFFERENT): any change of one fails the
     # gate whatever the toggle's class, since a handful of decisions is too few for a paired test.
     decisions: bool = False
+    # Per item, the answer the pipeline extracted from its output (eval, search: the normalized answer), where it
+    # extracts one: answer-preserving toggles (early_stop) must keep every one. Empty: the outputs are the answers.
+    item_answers: list[str] = field(default_factory=list)
+    # Per item, a continuous value every variant computes comparably (scoring: a pair's score over the queries
+    # every variant scores), gated within a tolerance against the reference and the baseline. Empty: none.
+    item_values: list[float] = field(default_factory=list)
 
 
 @dataclass
