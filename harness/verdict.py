@@ -12,14 +12,16 @@ Against the baseline (same case id, same device class: the caller guarantees tha
 2. speed of the reference variant (no speedup): its median time must not grow by more than
    `time_factor`, with a one-sided Mann-Whitney U test; where both sides timed the calibration workload
    (`machine_speed`), this run's times are first divided by how much slower this machine ran it;
-3. quality: a paired test on per-item scores (exact McNemar for 0/1 scores, Wilcoxon signed-rank
-   otherwise) plus a budget (1 point, or 1% of the compared value);
-4. work counters: compared exactly; more work regresses, less work improves (it must be explained).
+3. outputs: the same variant reproduces every per-item output, score and value of its baseline
+   (`harness.quality`: greedy inference on one device class is deterministic);
+4. work counters: compared exactly; more work regresses; less work improves only with unchanged outputs (less
+   work with changed outputs is a regression until accepted, and the outputs rule says so);
+5. the weights loaded are those the baseline measured.
 
-Against the session reference (for every variant but the reference itself):
+Against the session reference (for every variant but the reference itself), and between one-toggle neighbours:
 
-5. fidelity by class: "exact" (every output equal; only in fp32), "tolerance" (agreement share plus
-   the quality rule) or "budgeted" (the quality rule only, MLPerf's "99% of the reference").
+6. fidelity by class (`harness.quality`): exact (every output), answer-preserving (every extracted answer),
+   tolerance (agreement and a net-loss budget) or budgeted (the toggle's net-loss budget on the fixed items).
 
 Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, reward).
 """
@@ -35,28 +37,10 @@ import numpy as np
 from scipy import stats
 
 from harness.machine_speed import slower_by
-from harness.records import CaseRecord, SpeedNoise, Speedup, differing_items
-
-# Verdict statuses, worst first.
-REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
-
-# Fidelity classes, strictest first.
-FIDELITY_CLASSES = ("exact", "tolerance", "budgeted")
-_FP32_NAMES = frozenset({"float32", "fp32", "torch.float32"})
-
-# Comparisons of budgets and factors ignore differences below this (0.71 - 0.70 is not > 0.01).
-_EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One metric's comparison: what moved, by how much, under which rule."""
-
-    metric: str  # "speedup", "median_seconds", "accuracy", "counter:generated_tokens", "fidelity"
-    against: str  # "baseline" or "reference"
-    status: str  # REGRESSED / IMPROVED / PASSED
-    message: str  # "accuracy 0.71 -> 0.52 (-19.0 pts, paired test p<0.001, budget -1.0 pt)"
-
+from harness.policy import DEFAULT_SPEED_FACTOR, EPS, IMPROVED, NEW, PASSED, REGRESSED, Finding, GatePolicy
+from harness.quality import baseline_findings, decision_findings, fidelity_class, outputs_changed, reference_findings
+from harness.records import CaseRecord, SpeedNoise, Speedup
+from harness.toggles import FIDELITY_CLASSES
 
 @dataclass(frozen=True)
 class Verdict:
@@ -70,35 +54,6 @@ class Verdict:
         worst = [f for f in self.findings if f.status == self.status] or list(self.findings)
         lines = [f"{self.case_id}: {f.message} [vs {f.against}]" for f in worst if f.status != PASSED]
         return "\n".join(lines) or f"{self.case_id}: {self.status}"
-
-
-# How much a speed must change, beyond significance, to count, in the plugin and `harness diff` alike: the
-# between-run spread of a 1-second round on a 2-core CPU reached 1.66x.
-DEFAULT_SPEED_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    speed_alpha: float = 0.05  # significance for speed (3-round samples cannot reach smaller p with Mann-Whitney)
-    speedup_factor: float = 1.25  # a variant's speedup must fall by more than this factor vs the baseline's speedup
-    time_factor: float = 1.5  # the reference variant's own median time must grow by more than this (same device class)
-    quality_alpha: float = 0.05  # paired test significance
-    quality_budget: float = 0.01  # allowed drop of the quality metric, absolute (1 point of accuracy) ...
-    relative_budget: float = 0.01  # ... or relative to the compared value (MLPerf's 99%), whichever is larger
-    min_agreement: float = 0.9  # tolerance-class toggles: share of items whose output equals the reference's
-    min_rounds: int = 3  # fewer timed rounds on either side cannot show significance: speed is not judged
-    # With a case's A/A noise known: its speedup regresses when it falls by more than noise_z standard
-    # deviations of the A/A spread (beyond the A/A mean), and never for less than noise_floor (asv's factor).
-    noise_z: float = 4.0
-    noise_floor: float = 1.10
-    min_noise_runs: int = 8  # fewer A/A runs do not pin the spread down: the factor rule applies
-    judge_speed: bool = True  # False across device classes: only quality, counters and fidelity are judged
-
-    @classmethod
-    def for_speed_factor(cls, factor: float | None = None) -> GatePolicy:
-        """The gate's policy: one factor for a variant's speedup and for the reference's own time."""
-        factor = DEFAULT_SPEED_FACTOR if factor is None else factor
-        return cls(speedup_factor=factor, time_factor=factor)
 
 
 # --- speed -------------------------------------------------------------------------------------
@@ -198,7 +153,7 @@ def noise_drop(baseline_ratio: float, ratio: float, noise: SpeedNoise) -> float:
 
 def beyond_noise(baseline_ratio: float, ratio: float, noise: SpeedNoise, policy: GatePolicy) -> bool:
     """Rule 1 with the case's A/A noise: the speedup fell by more than its noise allows."""
-    return noise_drop(baseline_ratio, ratio, noise) > noise_limit(noise, policy) + _EPS
+    return noise_drop(baseline_ratio, ratio, noise) > noise_limit(noise, policy) + EPS
 
 
 def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNoise, policy: GatePolicy) -> Finding:
@@ -213,7 +168,7 @@ def _noise_speedup_finding(current: Speedup, baseline: Speedup, noise: SpeedNois
     status = PASSED
     if beyond_noise(baseline.ratio, current.ratio, noise, policy):
         status = REGRESSED
-    elif drop < -limit - _EPS:
+    elif drop < -limit - EPS:
         status = IMPROVED
     return Finding("speedup", "baseline", status, message)
 
@@ -244,7 +199,7 @@ def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
         f"factor {policy.time_factor:g})"
     )
     # `<=`: with 3 rounds a side the smallest exact one-sided p is 1/20 = 0.05 = speed_alpha.
-    significant = p <= policy.speed_alpha + _EPS
+    significant = p <= policy.speed_alpha + EPS
     status = PASSED
     if significant and slower and factor > policy.time_factor:
         status = REGRESSED
@@ -264,7 +219,7 @@ def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: Ca
     alternative = "greater" if finding.status == REGRESSED else "less"
     p = float(stats.mannwhitneyu(_scaled_rounds(current, machine_scale), baseline.speed.round_seconds,
                                  alternative=alternative).pvalue)
-    if p <= policy.speed_alpha + _EPS:
+    if p <= policy.speed_alpha + EPS:
         return finding
     return replace(finding, status=PASSED,
                    message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
@@ -320,109 +275,11 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
     return [_time_finding(current, baseline, policy, machine_scale)]
 
 
-# --- quality -----------------------------------------------------------------------------------
-
-
-def _fmt_value(value: float) -> str:
-    if 0.0 <= value <= 1.0:
-        text = f"{value:.3f}"
-        return text[:-1] if text.endswith("0") else text
-    return f"{value:.4g}"
-
-
-def _paired_p(compared: Sequence[float], current: Sequence[float]) -> float:
-    """Two-sided p of a paired test on per-item scores: exact McNemar for 0/1, else Wilcoxon."""
-    if all(s in (0.0, 1.0) for s in compared) and all(s in (0.0, 1.0) for s in current):
-        lost = sum(1 for b, c in zip(compared, current) if b == 1.0 and c == 0.0)
-        gained = sum(1 for b, c in zip(compared, current) if b == 0.0 and c == 1.0)
-        if lost + gained == 0:
-            return 1.0
-        return float(stats.binomtest(gained, lost + gained, 0.5, alternative="two-sided").pvalue)
-    differences = np.asarray(current, dtype=float) - np.asarray(compared, dtype=float)
-    if not np.any(differences):
-        return 1.0
-    return float(stats.wilcoxon(differences, zero_method="zsplit").pvalue)
-
-
-def quality_finding(
-    metric: str,
-    against: str,
-    current_value: float,
-    compared_value: float,
-    current_items: tuple[Sequence[str], Sequence[float]],
-    compared_items: tuple[Sequence[str], Sequence[float]],
-    policy: GatePolicy,
-) -> Finding:
-    """Rule 3: paired test on the items both sides share, plus a budget on the metric's drop.
-
-    `against` is "baseline" or "reference"; only a baseline comparison can report IMPROVED (a variant
-    that beats the reference keeps beating it run after run: that is no change to record).
-    """
-    current_ids, current_scores = current_items
-    compared_by_id = dict(zip(*compared_items))
-    pairs = [(compared_by_id[i], s) for i, s in zip(current_ids, current_scores) if i in compared_by_id]
-    if not pairs or 2 * len(pairs) < len(current_ids):
-        fix = "re-save the baseline" if against == "baseline" else "run the reference on the same items"
-        return Finding(
-            metric,
-            against,
-            REGRESSED,
-            f"{metric} not comparable with the {against}: only {len(pairs)}/{len(current_ids)} items shared, "
-            f"the item set changed ({fix})",
-        )
-    compared_scores = [b for b, _ in pairs]
-    paired_scores = [c for _, c in pairs]
-    p = _paired_p(compared_scores, paired_scores)
-    paired_shift = float(np.mean(paired_scores) - np.mean(compared_scores))
-
-    difference = current_value - compared_value
-    budget = max(policy.quality_budget, policy.relative_budget * abs(compared_value))
-    if 0.0 <= current_value <= 1.0 and 0.0 <= compared_value <= 1.0:
-        moved, allowed = f"{100 * difference:+.1f} pts", f"-{100 * budget:.1f} pt"
-    else:
-        moved, allowed = f"{difference:+.4g}", f"-{budget:.4g}"
-    shared = "" if len(pairs) == len(current_ids) else f", {len(pairs)}/{len(current_ids)} items shared"
-    message = (
-        f"{metric} {_fmt_value(compared_value)} -> {_fmt_value(current_value)} "
-        f"({moved}, paired test {_fmt_p(p)}, budget {allowed}{shared})"
-    )
-    significant = p < policy.quality_alpha
-    status = PASSED
-    if significant and difference < -(budget + _EPS) and paired_shift < 0:
-        status = REGRESSED
-    elif significant and difference > budget + _EPS and paired_shift > 0:
-        if against == "baseline":
-            status = IMPROVED
-        else:
-            message += ": above the reference"
-    return Finding(metric, against, status, message)
-
-
-def _record_quality_finding(current: CaseRecord, compared: CaseRecord, against: str, policy: GatePolicy) -> Finding:
-    metric = current.quality_metric
-    if compared.quality_metric != metric or metric not in compared.output.quality:
-        return Finding(
-            metric,
-            against,
-            REGRESSED,
-            f"{metric} not comparable: the {against} gates {compared.quality_metric}"
-            + (" (re-save the baseline)" if against == "baseline" else ""),
-        )
-    return quality_finding(
-        metric,
-        against,
-        current.quality,
-        compared.quality,
-        (current.output.item_ids, current.output.item_scores),
-        (compared.output.item_ids, compared.output.item_scores),
-        policy,
-    )
-
-
 # --- work counters -----------------------------------------------------------------------------
 
 
-def _counter_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding]:
+def _counter_findings(current: CaseRecord, baseline: CaseRecord, outputs_same: bool = True) -> list[Finding]:
+    """Counters gate exactly. Less work is an improvement only where the outputs stayed the same."""
     findings: list[Finding] = []
     cur, base = current.output.counters, baseline.output.counters
     unchanged = []
@@ -432,8 +289,9 @@ def _counter_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding
             unchanged.append(name)
             continue
         change = f"{100.0 * (after - before) / before:+.1f}%" if before else "from zero"
-        status = REGRESSED if after > before else IMPROVED
-        findings.append(Finding(f"counter:{name}", "baseline", status, f"counter {name} {before} -> {after} ({change})"))
+        status = REGRESSED if after > before else IMPROVED if outputs_same else PASSED
+        note = "" if after > before or outputs_same else ": less work with changed outputs is no improvement"
+        findings.append(Finding(f"counter:{name}", "baseline", status, f"counter {name} {before} -> {after} ({change}){note}"))
     if unchanged:
         findings.append(Finding("counters", "baseline", PASSED, f"counters unchanged: {', '.join(unchanged)}"))
     only_current = [n for n in cur if n not in base]
@@ -469,102 +327,7 @@ def _model_findings(current: CaseRecord, baseline: CaseRecord) -> list[Finding]:
                     "load what its baseline measured (re-record the baseline if the model was meant to change)")]
 
 
-# --- decisions ---------------------------------------------------------------------------------
-
-
-def decision_findings(current: CaseRecord, compared: CaseRecord, against: str) -> list[Finding]:
-    """For pipelines whose outputs are decisions: every changed decision is a regression, named."""
-    if not current.output.decisions:
-        return []
-    before = dict(zip(compared.output.item_ids, compared.output.item_outputs))
-    changed = [f"{item} {before[item]} -> {after}" for item, after in zip(current.output.item_ids, current.output.item_outputs)
-               if item in before and before[item] != after]
-    if changed:
-        return [Finding("decisions", against, REGRESSED, f"decision changed vs the {against}: {'; '.join(changed)}")]
-    return [Finding("decisions", against, PASSED, f"decisions unchanged vs the {against}")]
-
-
-# --- fidelity ----------------------------------------------------------------------------------
-
-
-def _differing_toggles(record: CaseRecord) -> list[str]:
-    names = list(record.variant) + [t for t in record.reference_variant if t not in record.variant]
-    return [t for t in names if record.variant.get(t) != record.reference_variant.get(t)]
-
-
-def fidelity_class(record: CaseRecord) -> str | None:
-    """The contract a variant owes the reference: the loosest class among the toggles that differ.
-
-    None for the reference itself. "exact" only holds in fp32 (metadata dtype) with unquantized weights; in
-    any other dtype, or with 4-bit or 8-bit weights (whose kernels round differently from one shape to
-    another), an exact toggle degrades to "tolerance".
-    """
-    if record.is_reference:
-        return None
-    classes = []
-    for toggle in _differing_toggles(record):
-        if toggle not in record.fidelity:
-            raise ValueError(f"{record.case_id}: toggle {toggle!r} differs from the reference but has no fidelity class")
-        cls = record.fidelity[toggle]
-        if cls not in FIDELITY_CLASSES:
-            raise ValueError(f"{record.case_id}: toggle {toggle!r} has unknown fidelity class {cls!r}")
-        classes.append(cls)
-    loosest = max(classes, key=FIDELITY_CLASSES.index)
-    if loosest == "exact" and (str(record.metadata.get("dtype")) not in _FP32_NAMES or _quantized(record)):
-        return "tolerance"
-    return loosest
-
-
-def _quantized(record: CaseRecord) -> str | None:
-    """The quantization of the weights a record ran, or None when they were not quantized."""
-    weights = record.metadata.get("weights")
-    loaded = weights.get("quantization", "none") if isinstance(weights, dict) else "none"
-    asked = record.variant.get("quantization", "none")
-    return next((q for q in (loaded, asked) if q != "none"), None)
-
-
-def _fidelity_findings(
-    current: CaseRecord, reference: CaseRecord, policy: GatePolicy, against: str = "reference"
-) -> list[Finding]:
-    cls = fidelity_class(current)
-    toggles = ", ".join(_differing_toggles(current))
-    n, differing = differing_items(current.output, reference.output)
-    total = len(current.output.item_ids)
-    if not n or 2 * n < total:
-        return [
-            Finding(
-                "fidelity",
-                against,
-                REGRESSED,
-                f"fidelity not comparable: only {n}/{total} items shared with the {against}",
-            )
-        ]
-    agreement = (n - len(differing)) / n
-    first = f" (first: item {differing[0]})" if differing else ""
-    summary = f"agreement {n - len(differing)}/{n} ({100 * agreement:.1f}%) with the {against}"
-
-    if cls == "exact":
-        if differing:
-            return [Finding("fidelity", against, REGRESSED, f"fidelity: {toggles} is exact in fp32 but "
-                            f"{len(differing)}/{n} outputs differ from the {against}{first}")]
-        return [Finding("fidelity", against, PASSED, f"fidelity (exact): {summary}")]
-
-    degraded = ""
-    if cls == "tolerance" and "exact" in {current.fidelity.get(t) for t in _differing_toggles(current)}:
-        quantized = f", {_quantized(current)} weights" if _quantized(current) else ""
-        degraded = f" (exact only in fp32 with unquantized weights; dtype {current.metadata.get('dtype', 'unknown')}{quantized})"
-    if current.metadata.get("random_weights"):
-        # Random weights put near-ties everywhere: any rounding turns tokens. Reported, not judged.
-        return [Finding("fidelity", against, PASSED, f"fidelity ({cls}{degraded}): {summary}{first}; random weights "
-                                                     "turn on any rounding, so only exact toggles are judged")]
-    if cls == "tolerance" and agreement < policy.min_agreement:
-        status, message = REGRESSED, (f"fidelity: {toggles} is tolerance-class{degraded} but only {summary}, "
-                                      f"below {100 * policy.min_agreement:.0f}%{first}")
-    else:
-        status, message = PASSED, f"fidelity ({cls}{degraded}): {summary}{first}"
-    findings = [Finding("fidelity", against, status, message)]
-    findings.append(_record_quality_finding(current, reference, against, policy))
-    return findings
+# --- neighbours ----------------------------------------------------------------------------------
 
 
 def neighbour_findings(current: CaseRecord, neighbour: CaseRecord, policy: GatePolicy = GatePolicy()) -> list[Finding]:
@@ -575,7 +338,7 @@ def neighbour_findings(current: CaseRecord, neighbour: CaseRecord, policy: GateP
     """
     # The toggle that differs may be at its reference value on either side: take both sides' classes.
     view = replace(current, reference_variant=dict(neighbour.variant), fidelity={**neighbour.fidelity, **current.fidelity})
-    return _fidelity_findings(view, neighbour, policy, against=neighbour.case_id)
+    return reference_findings(view, neighbour, policy, against=neighbour.case_id)
 
 
 def one_toggle_neighbours(record: CaseRecord, records: Iterable[CaseRecord]) -> list[CaseRecord]:
@@ -619,7 +382,7 @@ def judge(
     noise: SpeedNoise | None = None,
     machine_scale: float | None = None,
 ) -> Verdict:
-    """Apply rules 1-4 against the baseline (if any) and rule 5 against the session reference (if any).
+    """Apply rules 1-5 against the baseline (if any) and rule 6 against the session reference (if any).
 
     `noise` is the case's A/A speed noise stored with its baseline entry, when it has been measured and holds on
     this machine. `machine_scale` is how many times slower this machine ran the calibration workload than the
@@ -634,12 +397,12 @@ def judge(
                                 "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
     else:
         findings += _speed_findings(current, baseline, policy, noise, machine_scale)
-        findings.append(_record_quality_finding(current, baseline, "baseline", policy))
-        findings += _counter_findings(current, baseline)
+        findings += baseline_findings(current, baseline, policy)
+        findings += _counter_findings(current, baseline, outputs_same=not outputs_changed(current, baseline))
         findings += _model_findings(current, baseline)
         findings += decision_findings(current, baseline, "baseline")
     if reference is not None and not current.is_reference and reference is not current:
-        findings += _fidelity_findings(current, reference, policy)
+        findings += reference_findings(current, reference, policy)
         findings += decision_findings(current, reference, "reference")
     for neighbour in neighbours:
         findings += neighbour_findings(current, neighbour, policy)
@@ -682,5 +445,4 @@ __all__ = [
     "noise_limit",
     "noise_start",
     "one_toggle_neighbours",
-    "quality_finding",
 ]
