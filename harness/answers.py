@@ -2,6 +2,9 @@
 
 Every suite's checker and the eval pipeline go through `is_correct`, so a change here
 moves every accuracy figure the project reports.
+
+The math rules follow Hendrycks MATH's `strip_string`, lm-eval-harness' minerva_math
+normalizer and the PRM800K grader; the letter rules follow simple-evals' GPQA extraction.
 """
 
 from __future__ import annotations
@@ -9,25 +12,54 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_CHOICE_LETTERS = "ABCD"
 # Commas only as digit grouping (1,000): "42, since ..." must read as 42, not "42,".
 _NUMBER = r"-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?(?:/\d+)?"
-_ANSWER_IS = re.compile(r"answer is[:\s]*\(?\$?(" + _NUMBER + r")", re.IGNORECASE)
-_ANSWER_COLON = re.compile(r"answer:\s*\$?(" + _NUMBER + r")", re.IGNORECASE)
+# A number must end there ("12" of "$12\sqrt{2}$" is not the answer); else the whole math span is
+# read, so "the answer is $\frac{1}{2}$" (the minerva format) is not its last digit.
+_WHOLE_NUMBER = "(" + _NUMBER + r")(?![\w\\^{/])"
+_ANSWER_IS = re.compile(r"answer is[:\s]*(?:\(?\$?" + _WHOLE_NUMBER + r"|\$([^$\n]+)\$)", re.IGNORECASE)
+_ANSWER_COLON = re.compile(r"answer:\s*(?:\$?" + _WHOLE_NUMBER + r"|\$([^$\n]+)\$)", re.IGNORECASE)
 _LAST_NUMBER = re.compile(_NUMBER)
+
+# A capital letter counts after the phrase; a lower-case one only in "(b)" or at the end of its
+# clause ("answer: b."), so "the answer is a fox" is not choice A.
+_LETTER = r"\(?([A-D]\b|[a-d](?=\)|[ \t]*(?:[.\n]|$)))"
 _CHOICE_PATTERNS = (
-    # The phrase ignores case; the letter must be a capital, so "a fox" is not choice A.
-    re.compile(r"(?i:answer is)[:\s]*\(?([A-D])\b\)?"),
-    re.compile(r"(?i:answer):\s*\(?([A-D])\b\)?"),
+    re.compile(r"(?i:answer is)[:\s]*" + _LETTER),
+    re.compile(r"(?i:answer):\s*" + _LETTER),
 )
-_LAST_CHOICE = re.compile(r"\(([A-D])\)")
-_BARE_CHOICE = re.compile(r"\s*\(?([A-D])\)?\.?\s*")  # the whole response is one letter, e.g. " C"
+_LAST_CHOICE = re.compile(r"\(([A-D])\)")  # capitals only: "(a)" in prose is usually an enumeration
+_BARE_CHOICE = re.compile(r"\s*\(?([A-Da-d])\)?\.?\s*")  # the whole response is one letter, e.g. " C"
+# Markdown bold and TeX wrappers around a letter: "**Answer:** C", "Answer: $\text{C}$".
+_CHOICE_MARKUP = re.compile(r"\*\*|\$|\\(?:text|textbf|mathrm|mathbf)\{|\}")
+
 # The greedy prefix makes a line with two "Answer:"s give what follows the later one.
 _TEXT_ANSWER = re.compile(r".*answer:\s*(.+)", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = re.compile(r"[^\w\s]")
-_FRAC = re.compile(r"\\frac\{([^{}]*)\}\{([^{}]*)\}")
-_UNIT_WORDS = re.compile(r"\\(?:text|mbox|mathrm)\{[^{}]*\}")
+
+# Notation that never changes a MATH answer's value, removed or rewritten in this order.
+_REPLACEMENTS = (
+    ("\\$", ""), ("$", ""),  # dollars and math mode
+    ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"),
+    ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("\\ ", ""), ("~", ""),
+    ("^{\\circ}", ""), ("^\\circ", ""), ("\\degree", ""), ("°", ""),
+    ("\\%", ""), ("%", ""),
+    ("\u2212", "-"),  # Unicode minus sign
+)
+_LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")  # not \leftarrow, \rightarrow
+# A unit word closing the answer after a number: "5\text{ cm}", "3\mbox{ m}^2", "10 \text{ inches}."
+_TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?[\s.]*$")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}")
+_SQRT_SHORT = re.compile(r"\\sqrt(\w)")  # \sqrt3 -> \sqrt{3}
+_FRAC_ARG = r"(\{[^{}]*\}|[^{}\\])"  # a braced group or one character: \frac{1}{2}, \frac12, \frac1{72}
+_FRAC = re.compile(r"\\frac" + _FRAC_ARG + _FRAC_ARG)
+_SIMPLE_TERM = re.compile(r"-?[\w.]+")
+_GROUPED_NUMBER = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# "x = 7", "k=7", "\theta = 30": a name alone on the left of the only "=".
+_VARIABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,2}|\\[A-Za-z]+")
+_DECIMAL = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_RATIONAL = re.compile(rf"({_DECIMAL})(?:/({_DECIMAL}))?")
 _NUMERIC_TOLERANCE = 1e-4
 
 
@@ -56,22 +88,31 @@ def extract_math(text: str) -> str | None:
     for pattern in (_ANSWER_IS, _ANSWER_COLON):
         matches = pattern.findall(text)
         if matches:
-            return matches[-1]
+            number, math_span = matches[-1]
+            return number or math_span
     numbers = _LAST_NUMBER.findall(text)
     return numbers[-1] if numbers else None
 
 
+def _bare_letter(text: str) -> str | None:
+    bare = _BARE_CHOICE.fullmatch(_CHOICE_MARKUP.sub("", text))
+    return bare.group(1).upper() if bare else None
+
+
 def extract_choice(text: str) -> str | None:
-    """GPQA-style letter: 'answer is (X)', else 'Answer: X', else the last '(X)', else a bare 'X'."""
+    """GPQA-style letter: 'answer is (X)', else 'Answer: X', else a boxed letter, else the last '(X)', else a bare 'X'."""
+    plain = _CHOICE_MARKUP.sub("", text)
     for pattern in _CHOICE_PATTERNS:
-        matches = pattern.findall(text)
+        matches = pattern.findall(plain)
         if matches:
             return matches[-1].upper()
-    matches = _LAST_CHOICE.findall(text)
+    boxed = extract_boxed(text)
+    if boxed is not None and _bare_letter(boxed):
+        return _bare_letter(boxed)
+    matches = _LAST_CHOICE.findall(plain)
     if matches:
         return matches[-1]
-    bare = _BARE_CHOICE.fullmatch(text)
-    return bare.group(1) if bare else None
+    return _bare_letter(text)
 
 
 def extract_text(text: str) -> str | None:
@@ -85,19 +126,49 @@ def extract_text(text: str) -> str | None:
     return None
 
 
-def normalize_math(answer: str) -> str:
-    """Strip the notation that does not change a MATH answer's value."""
-    s = answer.strip().strip("$").strip()
-    s = _UNIT_WORDS.sub("", s)
-    s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = s.replace("\\!", "").replace("\\,", "").replace("^\\circ", "").replace("\\%", "").replace("%", "")
-    s = re.sub(r"\s+", "", s)
-    s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # digit-grouping commas
-    s = _FRAC.sub(r"\1/\2", s)
+def _frac(match: re.Match[str]) -> str:
+    """\\frac{a}{b} -> a/b; compound parts keep parentheses, so \\frac{x+1}{2} is not x+1/2."""
+    parts = [arg[1:-1] if arg.startswith("{") else arg for arg in match.groups()]
+    return "/".join(p if _SIMPLE_TERM.fullmatch(p) else f"({p})" for p in parts)
+
+
+def _strip_notation(answer: str) -> str:
+    """The answer without spacing, math mode, units, degrees and percent signs; fractions as a/b."""
+    s = answer.strip()
+    for old, new in _REPLACEMENTS:
+        s = s.replace(old, new)
+    s = _LEFT_RIGHT.sub("", s)
+    s = _TRAILING_UNIT.sub("", s)
+    s = _TEXT_WRAPPER.sub(r"\1", s)
+    s = re.sub(r"\s+", "", s)  # \s also covers thin and no-break spaces
+    s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    return _FRAC.sub(_frac, s)
+
+
+def _tidy_number(s: str) -> str:
+    """Drop a number's grouping commas, leading '+', trailing '.' and a zero fractional part."""
+    if _GROUPED_NUMBER.fullmatch(s):  # only a whole number: "(1,234)" is an ordered pair
+        s = s.replace(",", "")
     s = s.rstrip(".")
+    if s.startswith("+"):
+        s = s[1:]
     if re.fullmatch(r"-?\d+\.0+", s):
         s = s.split(".")[0]
     return s
+
+
+def normalize_math(answer: str) -> str:
+    """Strip the notation that does not change a MATH answer's value.
+
+    A leading "x =" goes only when a number remains: "y = 2x + 1" is an equation, kept whole.
+    """
+    s = _strip_notation(answer)
+    name, equals, value = s.partition("=")
+    if equals and _VARIABLE.fullmatch(name):
+        value = _tidy_number(value)
+        if parse_number(value) is not None:
+            return value
+    return _tidy_number(s)
 
 
 def normalize_text(answer: str) -> str:
@@ -108,10 +179,14 @@ def normalize_text(answer: str) -> str:
 
 
 def parse_number(answer: str) -> Fraction | None:
-    """Exact value of an integer, decimal or fraction written in normalized form."""
+    """Exact value of an integer, decimal or a/b (decimals allowed) written in normalized form."""
+    match = _RATIONAL.fullmatch(answer)
+    if match is None:
+        return None
+    numerator, denominator = match.groups()
     try:
-        return Fraction(answer)
-    except (ValueError, ZeroDivisionError):
+        return Fraction(numerator) / Fraction(denominator or 1)
+    except ZeroDivisionError:
         return None
 
 
