@@ -176,8 +176,9 @@ def test_page_is_well_formed(page: str) -> None:
 
 
 def test_improvement_across_devices_says_baseline_is_stale_and_notes_the_devices(tmp_path: Path) -> None:
-    old = _only(answers_lost(recorded(), NO_BATCHING, 8), "eval")
+    old = _only(recorded(), "eval")
     new = _only(on_device(as_run(recorded()), "cuda-h100"), "eval")
+    new.records[NO_BATCHING].output.counters["generated_tokens"] -= 100  # less work, the same outputs
     path = tmp_path / "report.html"
     write_report(path, compare(old, new, cross_device=True))
     page = path.read_text(encoding="utf-8")
