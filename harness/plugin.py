@@ -314,7 +314,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     device = session.device if session else "cpu"
     swept = swept_toggles(marker, device)
     matrix = metafunc.config.getoption("--bench-matrix")
-    chosen = toggle_registry.variants(swept, matrix)
+    try:
+        # gpu_toggles are checked on any device, so that a CPU run catches what a GPU run would refuse
+        for field in ("toggles", "gpu_toggles"):
+            toggle_registry.check_applicable(metafunc.definition.name, marker.kwargs.get("pipeline"),
+                                             marker.kwargs.get(field, {}), field)
+        chosen = toggle_registry.variants(swept, matrix)
+    except toggle_registry.ToggleError as error:
+        pytest.fail(str(error), pytrace=False)  # a collection error that names the case, without a traceback
     reference = chosen[0]
     params = []
     for variant in chosen:

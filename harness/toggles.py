@@ -10,7 +10,9 @@ import importlib.util
 import itertools
 from dataclasses import dataclass
 
-EXACT, TOLERANCE, BUDGETED = "exact", "tolerance", "budgeted"
+# Fidelity classes, strictest first: what a variant owes the reference variant (the gate's rules: harness.quality).
+EXACT, ANSWER, TOLERANCE, BUDGETED = "exact", "answer-preserving", "tolerance", "budgeted"
+FIDELITY_CLASSES = (EXACT, ANSWER, TOLERANCE, BUDGETED)
 LOAD, RUN = "load", "run"
 MATRICES = ("ablation", "leave-one-out", "full", "all-on")
 
@@ -21,9 +23,16 @@ class Toggle:
     values: tuple[str, ...]  # reference value first
     optimized: str  # the value "all on" uses
     acts: str  # LOAD: needs its own loaded model; RUN: the same loaded model serves every value
-    fidelity: str  # EXACT / TOLERANCE / BUDGETED, see DESIGN.md
+    fidelity: str  # EXACT / ANSWER / TOLERANCE / BUDGETED in fp32 with unquantized weights
     pipelines: frozenset[str]
     description: str
+    # The class in any other dtype or with quantized weights, where kernels round differently from one shape to
+    # another; None: the same class.
+    low_precision: str | None = None
+    budget: float = 0.0  # BUDGETED: the net loss of the quality metric allowed against the reference, in points
+
+    def fidelity_in(self, full_precision: bool) -> str:
+        return self.fidelity if full_precision or self.low_precision is None else self.low_precision
 
     @property
     def reference(self) -> str:
@@ -35,15 +44,20 @@ _ALL = frozenset({"eval", "search", "detection", "scoring"})
 TOGGLES: dict[str, Toggle] = {
     t.name: t
     for t in (
-        Toggle("kv_cache", ("off", "on"), "on", RUN, EXACT, _ALL, "reuse past keys and values while decoding"),
-        Toggle("early_stop", ("off", "on"), "on", RUN, BUDGETED, _ALL, "stop at EOS / a completed answer"),
+        Toggle("kv_cache", ("off", "on"), "on", RUN, EXACT, frozenset({"eval", "scoring", "search"}),
+               "reuse past keys and values while decoding",
+               low_precision=TOLERANCE),
+        Toggle("early_stop", ("off", "on"), "on", RUN, ANSWER, frozenset({"eval", "scoring", "search"}),
+               "stop at EOS / a completed answer"),
         Toggle("topk", ("full", "100", "50"), "100", RUN, BUDGETED, frozenset({"detection", "scoring"}),
-               "score over the top-k tokens instead of the full vocabulary"),
-        Toggle("batching", ("1", "static8", "dynamic"), "dynamic", RUN, TOLERANCE, _ALL,
-               "one item at a time, fixed batches of 8, or length-sorted buckets under a token budget"),
+               "score over the top-k tokens instead of the full vocabulary", budget=0.01),
+        Toggle("batching", ("1", "static8", "dynamic"), "dynamic", RUN, ANSWER, _ALL,
+               "one item at a time, fixed batches of 8, or length-sorted buckets under a token budget",
+               low_precision=TOLERANCE),
         Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", RUN, TOLERANCE, _ALL,
                "attention implementation"),
-        Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization"),
+        Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization",
+               budget=0.02),
         Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, frozenset({"eval", "scoring", "search"}),
                "static KV cache + torch.compile"),
     )
@@ -65,6 +79,19 @@ def check_variant(variant: dict[str, str]) -> None:
         toggle = get_toggle(name)
         if value not in toggle.values:
             raise ToggleError(f"toggle {name!r} has no value {value!r}; values: {', '.join(toggle.values)}")
+
+
+def check_applicable(case: str, pipeline: str, toggles, field: str = "toggles") -> None:
+    """Refuse a case that sweeps a toggle its pipeline does not read: each such variant would run the reference
+    again under another name, and its speedup and fidelity would be noise passed off as a measurement.
+    A pipeline the registry does not name (a user's own) is not checked: nothing here says what it reads."""
+    if not any(pipeline in toggle.pipelines for toggle in TOGGLES.values()):
+        return
+    for name in toggles:
+        readers = get_toggle(name).pipelines
+        if pipeline not in readers:
+            raise ToggleError(f"{case} sweeps {name}, which the {pipeline} pipeline does not read "
+                              f"({name} is read by: {', '.join(sorted(readers))}): drop it from the case's {field}")
 
 
 def _installed(module: str) -> bool:
@@ -124,11 +151,21 @@ def variants(toggles: dict[str, tuple[str, ...]], matrix: str) -> list[dict[str,
         chosen = [reference, all_on]
     else:
         chosen = [dict(zip(swept, combo)) for combo in itertools.product(*swept.values())]
+    chosen += exact_singles(swept)
     unique: list[dict[str, str]] = []
     for variant in chosen:
         if variant not in unique:
             unique.append(variant)
     return unique
+
+
+def exact_singles(swept: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
+    """The reference with one exact toggle on, for each exact toggle swept: in every matrix, so that the exact rule
+    (every output equal to the reference's) is checked on a pair that differs in that toggle alone. In a variant that
+    also holds looser toggles, the loosest class judges it, and the exact contract would go unchecked."""
+    reference = reference_variant(swept)
+    return [{**reference, name: values[1]} for name, values in swept.items()
+            if get_toggle(name).fidelity == EXACT and len(values) > 1]
 
 
 def variant_label(variant: dict[str, str], reference: dict[str, str]) -> str:

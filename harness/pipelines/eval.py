@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from harness.answers import extract_boxed
+from harness.answers import extract_answer, extract_boxed
 from harness.pipelines.static_greedy import greedy_static
 from harness.progress import advance
 from harness.records import PipelineOutput
@@ -191,4 +191,5 @@ def run_eval(model, tokenizer, items: list[TaskItem], settings: EvalSettings) ->
         item_ids=[item.id for item in items],
         item_scores=scores,
         item_outputs=texts,
+        item_answers=[extract_answer(text, item.answer_type) or "" for item, text in zip(items, texts)],
     )
