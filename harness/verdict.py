@@ -336,8 +336,12 @@ def neighbour_findings(current: CaseRecord, neighbour: CaseRecord, policy: GateP
     This is how leave-one-out and full matrices check, say, that kv_cache is exact: the variant
     without it is compared with the one that has it, all else equal.
     """
-    # The toggle that differs may be at its reference value on either side: take both sides' classes.
-    view = replace(current, reference_variant=dict(neighbour.variant), fidelity={**neighbour.fidelity, **current.fidelity})
+    # Each pair is met from both sides; it is judged from the side that has the toggle on, since a budget is a loss
+    # from the side without it to the side with it.
+    toggle = next(t for t in current.variant if current.variant[t] != neighbour.variant.get(t))
+    if current.variant[toggle] == current.reference_variant.get(toggle):
+        return []
+    view = replace(current, reference_variant=dict(neighbour.variant), fidelity={toggle: current.fidelity[toggle]})
     return reference_findings(view, neighbour, policy, against=neighbour.case_id)
 
 

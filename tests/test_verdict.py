@@ -740,3 +740,16 @@ def test_a_cold_first_round_is_noted_but_never_fails() -> None:
     assert finding in verdict.findings and verdict.status == PASSED
     for warm in ([1.4, 1.0, 1.0], [1.0], [0.5, 1.0, 1.1]):
         assert cold_first_round_findings(make_record(rounds=warm)) == [], warm
+
+
+# --- neighbours ------------------------------------------------------------------------------------
+
+
+def test_a_neighbour_pair_is_judged_from_the_side_with_the_toggle_on() -> None:
+    from harness.verdict import neighbour_findings
+
+    without = make_record({"early_stop": "on"}, scores=binary_scores(32, 20))
+    with_nf4 = make_record({"early_stop": "on", "quantization": "nf4"}, scores=binary_scores(32, 18))
+    findings = neighbour_findings(with_nf4, without)
+    assert only(findings, "accuracy", without.case_id).status == REGRESSED  # 2 lost on 32: beyond nf4's 2 points
+    assert neighbour_findings(without, with_nf4) == []  # the same pair, met from the side without nf4
