@@ -298,6 +298,28 @@ def reference_findings(current: CaseRecord, reference: CaseRecord, policy: GateP
     return findings + values
 
 
+def power_finding(current: CaseRecord, policy: GatePolicy) -> Finding:
+    """A note of the smallest loss this case can catch: what a green run rules out."""
+    n = len(current.output.item_ids)
+    if not n:
+        return Finding("power", "reference", PASSED, "no items: quality is not judged")
+    one = f"1 of {n} items ({100 / n:.1f} pts)"
+    parts = [f"vs the baseline, one changed output: {one}"]
+    cls = fidelity_class(current)
+    binary = _is_binary(current.output.item_scores)
+    if cls in (toggle_registry.EXACT, toggle_registry.ANSWER):
+        parts.append(f"vs the reference ({cls}), one changed {'output' if cls == toggle_registry.EXACT else 'answer'}: "
+                     f"{one}")
+    elif cls is not None:
+        budget = budget_of(current, policy)
+        caught = (f"a net loss of {allowed_items(budget, n) + 1} items ({100 * smallest_catchable_loss(budget, n):.1f} pts)"
+                  if binary else f"a drop over {_points(budget, 0.0 <= current.quality <= 1.0)}")
+        parts.append(f"vs the reference ({cls}, budget {_points(budget, True)}), {caught}")
+    if current.metadata.get("random_weights"):
+        parts = [f"random weights: outputs are reported, not judged, but for exact toggles ({one})"]
+    return Finding("power", "reference" if cls else "baseline", PASSED, "smallest loss caught: " + "; ".join(parts))
+
+
 def decision_findings(current: CaseRecord, compared: CaseRecord, against: str) -> list[Finding]:
     """For pipelines whose outputs are decisions: every changed decision is a regression, named."""
     if not current.output.decisions:
@@ -318,6 +340,7 @@ __all__ = [
     "differing_toggles",
     "fidelity_class",
     "outputs_changed",
+    "power_finding",
     "reference_findings",
     "smallest_catchable_loss",
     "value_findings",

@@ -38,7 +38,8 @@ from scipy import stats
 
 from harness.machine_speed import slower_by
 from harness.policy import DEFAULT_SPEED_FACTOR, EPS, IMPROVED, NEW, PASSED, REGRESSED, Finding, GatePolicy
-from harness.quality import baseline_findings, decision_findings, fidelity_class, outputs_changed, reference_findings
+from harness.quality import (baseline_findings, decision_findings, fidelity_class, outputs_changed, power_finding,
+                             reference_findings)
 from harness.records import CaseRecord, SpeedNoise, Speedup
 from harness.toggles import FIDELITY_CLASSES
 
@@ -411,6 +412,7 @@ def judge(
     for neighbour in neighbours:
         findings += neighbour_findings(current, neighbour, policy)
     findings += cold_first_round_findings(current)
+    findings.append(power_finding(current, policy))
 
     statuses = {f.status for f in findings}
     if REGRESSED in statuses:

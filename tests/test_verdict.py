@@ -643,7 +643,8 @@ def test_beating_the_reference_is_not_an_improvement_to_record() -> None:
 def test_reference_is_not_judged_against_itself() -> None:
     reference = make_record()
     verdict = judge(reference, None, reference)
-    assert [(f.metric, f.status) for f in verdict.findings] == [("baseline", NEW)]  # nothing against itself
+    # nothing against itself; the note of what the case can catch
+    assert [(f.metric, f.status) for f in verdict.findings] == [("baseline", NEW), ("power", PASSED)]
     assert verdict.status == NEW
     assert verdict.message == ("eval[math]: not in the baseline yet: record it with --bench-save-baseline or "
                                "harness accept [vs baseline]")
@@ -753,3 +754,14 @@ def test_a_neighbour_pair_is_judged_from_the_side_with_the_toggle_on() -> None:
     findings = neighbour_findings(with_nf4, without)
     assert only(findings, "accuracy", without.case_id).status == REGRESSED  # 2 lost on 32: beyond nf4's 2 points
     assert neighbour_findings(without, with_nf4) == []  # the same pair, met from the side without nf4
+
+
+@pytest.mark.parametrize(("toggles", "expected"), [
+    ({}, "vs the baseline, one changed output: 1 of 64 items (1.6 pts)"),
+    ({"kv_cache": "on"}, "vs the reference (exact), one changed output: 1 of 64 items (1.6 pts)"),
+    ({"early_stop": "on"}, "vs the reference (answer-preserving), one changed answer"),
+    ({"quantization": "nf4"}, "vs the reference (budgeted, budget 2.0 pts), a net loss of 2 items (3.1 pts)"),
+])
+def test_the_power_note_states_the_smallest_loss_caught(toggles: dict[str, str], expected: str) -> None:
+    [finding] = [f for f in judge(make_record(toggles, scores=[1.0] * 64), None, None).findings if f.metric == "power"]
+    assert finding.status == PASSED and expected in finding.message
