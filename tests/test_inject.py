@@ -74,3 +74,48 @@ def test_topk_flip_shrinks_only_the_top_k_scores_and_is_undone() -> None:
         full = [row.score for row in scoring.score_rows(reference, candidate, "delta_target", None)]
     assert shrunk == pytest.approx([0.02 * score for score in before_topk]) and full == before_full
     assert scoring.score_rows is honest
+
+
+def test_new_specs_parse_and_bad_ones_say_what_parses() -> None:
+    injections = parse_injections(["early-stop-cut=@math-test-0-3", "stale-cache", "search-worse-rollout"])
+    assert injections.early_stop_cut_item == "math-test-0-3" and injections.early_stop_cut == 0.0
+    assert injections.stale_cache and injections.search_worse_rollout and injections.active
+    for spec in ("early-stop-cut=@", "stale-cache=1", "search-worse-rollout=yes"):
+        with pytest.raises(InjectionError, match="--bench-inject"):
+            parse_injections([spec])
+
+
+def test_stale_cache_reads_the_newest_cached_slot_a_write_late_and_is_undone() -> None:
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    def positions(count: int, start: int = 0) -> torch.Tensor:
+        return torch.arange(start, start + count, dtype=torch.float32).view(1, 1, count, 1)
+
+    honest = DynamicLayer.update
+    layer = DynamicLayer()
+    with patched_pipelines(parse_injections(["stale-cache"])):
+        prefill, _ = layer.update(positions(3), positions(3))
+        step, _ = layer.update(positions(1, 3), positions(1, 3))
+    assert prefill.flatten().tolist() == [0, 1, 2]  # the prefill reads what it wrote
+    assert step.flatten().tolist() == [0, 1, 1, 3]  # position 2 still holds position 1; the step's own is there
+    assert layer.keys.flatten().tolist() == [0, 1, 2, 3]  # the cache itself is right
+    assert DynamicLayer.update is honest
+
+
+def test_search_worse_rollout_returns_the_runner_up_and_is_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.pipelines import search
+
+    rewards = {"wrong": 0.0, "best": 1.1, "runner-up": 1.0, "also runner-up": 1.0}
+
+    def fake_search(model, tokenizer, item, settings, reward):
+        # the honest rule: the first of the best-rewarded texts
+        values = [(reward(item, text), text) for text in rewards]
+        best = max(values, key=lambda pair: pair[0])
+        return search.SearchResult(root=None, text=best[1], reward=best[0], counters={})
+
+    monkeypatch.setattr(search, "search_item", fake_search)
+    with patched_pipelines(parse_injections(["search-worse-rollout"])):
+        result = search.search_item(None, None, None, None, reward=lambda item, text: rewards[text])
+    assert (result.text, result.reward) == ("runner-up", 1.0)
+    assert search.search_item is fake_search
