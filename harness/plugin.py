@@ -321,7 +321,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                              marker.kwargs.get(field, {}), field)
         chosen = toggle_registry.variants(swept, matrix)
     except toggle_registry.ToggleError as error:
-        pytest.fail(str(error), pytrace=False)  # a collection error that names the case, without a traceback
+        # a collection error that names the case and the fix, without a traceback
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
     reference = chosen[0]
     params = []
     for variant in chosen:
@@ -465,15 +466,18 @@ class BenchCase:
                         allow_pickle_weights=config.getoption("--bench-allow-pickle-weights"),
                         placement=self.session.placement)
 
-    def load(self, source: str | None = None, quantization: str | None = None) -> LoadedModel:
+    def load(self, source: str | None = None, quantization: str | None = None, dtype: str | None = None,
+             copy: bool = False) -> LoadedModel:
         """A model for the case (a candidate, a sibling; by default the session's own model), on the
-        session's device and dtype, with the attention of the variant being run; loaded once per session."""
+        session's device and dtype, with the attention of the variant being run; loaded once per session.
+        `copy=True`: a second instance of those weights, loaded separately (other module objects; a scoring twin)."""
         variant = self._running or self.variant
         spec = self.load_spec(variant)
         if source is not None:
             spec = replace(spec, source=source)
         if quantization is not None:
             spec = replace(spec, quantization=self.session.injections.quantization(quantization))
+        spec = replace(spec, dtype=dtype or spec.dtype, copy=copy)
         loaded = self.session.models.get(spec)
         loaded.use_attention(variant)
         return loaded

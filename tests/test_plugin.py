@@ -354,3 +354,23 @@ def test_a_variant_picked_alone_is_timed_in_turns_with_the_reference_only(pytest
     result.assert_outcomes(passed=1)
     calls = (pytester.path / "calls.log").read_text().split()
     assert calls[1::2] == ["off/off", "on/on", "on/on", "off/off", "off/off", "on/on"]
+
+
+IGNORED = '''
+import pytest
+
+
+@pytest.mark.bench(pipeline="detection", toggles={"topk": ["50"]}, gpu_toggles={"kv_cache": ["on"]})
+def test_x(bench):
+    pass
+'''
+
+
+def test_a_case_sweeping_a_toggle_its_pipeline_ignores_fails_collection_with_the_reason(pytester):
+    # on a CPU, where gpu_toggles are not swept: the refusal must not wait for a GPU run
+    pytester.makepyfile(test_ignored=IGNORED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--collect-only", "--bench-device", "cpu")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*ERROR collecting test_ignored.py*",
+                                 "test_x sweeps kv_cache, which the detection pipeline does not read (kv_cache is read by: "
+                                 "eval, scoring, search): drop it from the case's gpu_toggles"])

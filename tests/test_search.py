@@ -68,7 +68,7 @@ def test_cached_batched_search_builds_the_naive_tree(loaded, item_seed, expansio
     item = generate_suite("math", n=1, seed=item_seed)[0]
     common = dict(expansion_k=expansion_k, use_uct=use_uct, early_stop=early_stop, seed=item_seed)
     naive = search_item(loaded.model, loaded.tokenizer, item, _small(**common), digit_share)
-    fast = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batched_rollouts=True, **common), digit_share)
+    fast = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batching="dynamic", **common), digit_share)
 
     _assert_same_tree(fast, naive)
     same_work = ("rollouts", "expansions", "nodes", "max_depth", "generated_tokens", "prompt_tokens")
@@ -76,12 +76,42 @@ def test_cached_batched_search_builds_the_naive_tree(loaded, item_seed, expansio
     assert fast.counters["recomputed_tokens"] == 0 < naive.counters["recomputed_tokens"]
 
 
+@pytest.mark.parametrize("kv_cache", [False, True])
+def test_batching_groups_an_expansions_rollouts_as_eval_groups_items(loaded, monkeypatch, kv_cache):
+    # One expansion of 10 children, every one rolled out. Each batching value means what it means in eval:
+    # one row a call, fixed groups of 8 in order, or as many rows as the token budget holds (4 here).
+    item = generate_suite("math", n=1, seed=5)[0]
+    row = len(loaded.tokenizer(item.prompt)["input_ids"]) + 20  # a child's path plus the steps left to max_new_tokens
+    calls = []
+
+    def recording(model, tokenizer, parent, children, *args):
+        calls.append([parent.children.index(child) for child in children])
+        return roll_out(model, tokenizer, parent, children, *args)
+
+    roll_out = search._roll_out
+    monkeypatch.setattr(search, "_roll_out", recording)
+    results = {}
+    for batching in search.BATCHINGS:
+        calls.clear()
+        settings = _small(kv_cache=kv_cache, batching=batching, expansion_k=10, num_rollouts=10, token_budget=4 * row)
+        results[batching] = search_item(loaded.model, loaded.tokenizer, item, settings, digit_share)
+        results[batching, "calls"] = list(calls)
+    # an EOS child is scored as it stands, not rolled out
+    live = [i for i, child in enumerate(results["1"].root.children) if not child.terminal]
+    assert len(live) > 8
+    assert results["1", "calls"] == [[i] for i in live]
+    assert results["static8", "calls"] == [live[:8], live[8:]]
+    assert results["dynamic", "calls"] == [live[:4], live[4:8], live[8:]]
+    for batching in ("static8", "dynamic"):  # the grouping changes the calls, never the tree (fp32)
+        _assert_same_tree(results[batching], results["1"])
+
+
 @_SLOW_OK
-@given(item_seed=st.integers(0, 10_000), batched=st.booleans(), early_stop=st.booleans())
-def test_rollouts_in_the_static_cache_loop_build_the_tree_generate_builds(loaded, item_seed, batched, early_stop):
+@given(item_seed=st.integers(0, 10_000), batching=st.sampled_from(search.BATCHINGS), early_stop=st.booleans())
+def test_rollouts_in_the_static_cache_loop_build_the_tree_generate_builds(loaded, item_seed, batching, early_stop):
     # compile=on samples its rollouts in the static-cache loop (compiled on a GPU only, so here as plain Python)
     item = generate_suite("math", n=1, seed=item_seed)[0]
-    common = dict(kv_cache=True, batched_rollouts=batched, early_stop=early_stop, seed=item_seed)
+    common = dict(kv_cache=True, batching=batching, early_stop=early_stop, seed=item_seed)
     cached = search_item(loaded.model, loaded.tokenizer, item, _small(**common), digit_share)
     static = search_item(loaded.model, loaded.tokenizer, item, _small(compile=True, **common), digit_share)
 
@@ -94,10 +124,10 @@ def test_rollouts_in_the_static_cache_loop_build_the_tree_generate_builds(loaded
 
 
 @_SLOW_OK
-@given(item_seed=st.integers(0, 10_000), batched=st.booleans())
-def test_node_logits_and_children_match_a_fresh_forward_pass(loaded, item_seed, batched):
+@given(item_seed=st.integers(0, 10_000), batching=st.sampled_from(search.BATCHINGS))
+def test_node_logits_and_children_match_a_fresh_forward_pass(loaded, item_seed, batching):
     item = generate_suite("aime", n=1, seed=item_seed)[0]
-    result = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batched_rollouts=batched), digit_share)
+    result = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batching=batching), digit_share)
     with torch.no_grad():
         for node in _nodes(result.root):
             if node.logits is None:
@@ -119,7 +149,7 @@ def _snapshot(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 @pytest.mark.parametrize("children", [1, 3])
 def test_a_rollout_leaves_the_node_cache_unchanged(loaded, children):
     item = generate_suite("math", n=1, seed=3)[0]
-    settings = _small(kv_cache=True, batched_rollouts=True, expansion_k=children)
+    settings = _small(kv_cache=True, batching="dynamic", expansion_k=children)
     root = search._prefill_root(loaded.model, loaded.tokenizer, item, settings)
     before, length = _snapshot(root.cache), root.cache.get_seq_length()
     search._expand(root, loaded.tokenizer, settings, item, len(root.token_ids))
@@ -199,7 +229,7 @@ def test_reward_sees_only_generated_text_and_the_best_observed_text_is_returned(
         seen.append((text, value))
         return value
 
-    result = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batched_rollouts=True), recording)
+    result = search_item(loaded.model, loaded.tokenizer, item, _small(kv_cache=True, batching="dynamic"), recording)
     assert len(seen) == 5 and all("Problem:" not in text for text, _ in seen)
     best_text, best_value = max(seen, key=lambda pair: pair[1])
     assert (result.text, result.reward) == (best_text, best_value)
@@ -208,7 +238,7 @@ def test_reward_sees_only_generated_text_and_the_best_observed_text_is_returned(
 def test_run_search_scores_the_best_answers(loaded):
     items = generate_suite("math", n=2, seed=0)
     output = run_search(loaded.model, loaded.tokenizer, items, SearchSettings(max_new_tokens=64, num_rollouts=3, kv_cache=True,
-                                                                             batched_rollouts=True, early_stop=True))
+                                                                             batching="dynamic", early_stop=True))
     assert output.quality["accuracy"] == 1.0  # the embedded model solves math; the answer key rewards it
     assert output.item_ids == [item.id for item in items]
     assert output.counters["rollouts"] == 6 and output.counters["recomputed_tokens"] == 0
@@ -216,8 +246,12 @@ def test_run_search_scores_the_best_answers(loaded):
 
 def test_settings_read_the_variant():
     settings = SearchSettings.from_variant({"kv_cache": "on", "batching": "dynamic", "early_stop": "off"}, 64)
-    assert (settings.kv_cache, settings.batched_rollouts, settings.early_stop, settings.max_new_tokens) == (True, True, False, 64)
-    assert not SearchSettings.from_variant({"batching": "1"}, 64).batched_rollouts
+    assert (settings.kv_cache, settings.batching, settings.early_stop) == (True, "dynamic", False)
+    assert settings.max_new_tokens == 64
+    assert SearchSettings.from_variant({}, 64).batching == "1"
+    assert SearchSettings.from_variant({"batching": "static8"}, 64).batching == "static8"
+    with pytest.raises(ValueError, match="batching must be one of 1, static8, dynamic, got 'static4'"):
+        SearchSettings.from_variant({"batching": "static4"}, 64)
     assert SearchSettings.from_variant({"kv_cache": "on", "compile": "on"}, 64).compile
     with pytest.raises(ValueError, match="compile=on needs kv_cache=on"):
         SearchSettings.from_variant({"kv_cache": "off", "compile": "on"}, 64)

@@ -8,8 +8,11 @@ by sampling, rewards only the text generated after the prompt, and backs the rew
 Toggles read here, each a separate code path over the same work:
 - kv_cache: nodes keep their path's cache; rollouts resume from the parent's cache (rolled back with
   `crop` afterwards) and a node's expansion reuses it; off recomputes every prefix from scratch.
-- batching: the sibling rollouts of one expansion run in one `generate` call (equal lengths, so no
-  padding) instead of one call each.
+- batching: how the rollouts of one expansion are grouped into `generate` calls, as eval groups items:
+  "1" one rollout a call, "static8" groups of 8 in order, "dynamic" buckets of rows x row length within
+  `token_budget` (eval's `plan_by_length`). Only one expansion's rollouts are ever batched: the next leaf is
+  chosen from the values they back up. Siblings have equal lengths (no padding), so "dynamic" sorts nothing
+  and differs from "static8" only in where it cuts: with expansion_k <= 8 and short rows both make one call.
 - early_stop: rollouts stop at EOS or a completed answer instead of running to the depth limit.
 - compile (needs kv_cache): rollouts decode in the static-cache loop of `static_greedy`, its step compiled into
   CUDA graphs, instead of generate's. A rollout prefills its path into the static cache in one forward pass
@@ -39,7 +42,7 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 
-from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends
+from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends, plan_by_length
 from harness.pipelines.cache_api import cache_keyword, output_cache
 from harness.pipelines.static_greedy import decode_static
 from harness.progress import advance
@@ -50,6 +53,7 @@ from harness.tasks import TaskItem, check
 Reward = Callable[[TaskItem, str], float]
 
 FORMAT_BONUS = 0.1
+BATCHINGS = ("1", "static8", "dynamic")
 
 
 def answer_reward(item: TaskItem, text: str) -> float:
@@ -73,11 +77,14 @@ class SearchSettings:
     c_uct: float = 1.0
     seed: int = 0
     kv_cache: bool = False
-    batched_rollouts: bool = False
+    batching: str = "1"  # "1", "static8" or "dynamic", grouping the rollouts of one expansion
+    token_budget: int = 2048  # dynamic batching: rows x (path + steps to run) per call, as in eval
     early_stop: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}")
         if self.compile and not self.kv_cache:
             raise ValueError("compile=on needs kv_cache=on: the static cache it compiles for is a KV cache")
 
@@ -88,11 +95,10 @@ class SearchSettings:
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> SearchSettings:
-        """batching "1" rolls siblings out one call each; "static8" and "dynamic" batch them (k rows)."""
         return cls(
             max_new_tokens=max_new_tokens,
             kv_cache=variant.get("kv_cache", "off") == "on",
-            batched_rollouts=variant.get("batching", "1") != "1",
+            batching=variant.get("batching", "1"),
             early_stop=variant.get("early_stop", "off") == "on",
             compile=variant.get("compile", "off") == "on",
             **overrides,
@@ -268,9 +274,7 @@ def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[
               prompt_width: int, settings: SearchSettings, counters: dict[str, int]) -> list[Rollout]:
     """Sample one continuation per child in one call; give each child its logits (and cache)."""
     width = len(children[0].token_ids)
-    steps = settings.max_new_tokens - children[0].depth
-    if settings.rollout_max_new_tokens is not None:
-        steps = min(steps, settings.rollout_max_new_tokens)
+    steps = _rollout_steps(children[0], settings)
     input_ids = torch.tensor([c.token_ids for c in children], device=model.device)
     tracker = RowTracker(tokenizer, prompt_width, [item.answer_type] * len(children), stop=settings.early_stop)
     warpers = [
@@ -299,6 +303,11 @@ def _roll_out(model, tokenizer, parent: Node, children: list[Node], seeds: list[
     if samples.cache is not None:
         _keep_child_caches(parent, children, samples.cache, width)
     return rollouts
+
+
+def _rollout_steps(node: Node, settings: SearchSettings) -> int:
+    steps = settings.max_new_tokens - node.depth
+    return steps if settings.rollout_max_new_tokens is None else min(steps, settings.rollout_max_new_tokens)
 
 
 def _keep_child_caches(parent: Node, children: list[Node], cache: Cache, width: int) -> None:
@@ -374,16 +383,20 @@ def _rollout_batch(model, tokenizer, parent: Node, batch: list[Node], item: Task
             texts[index] = _path_text(node, tokenizer, prompt_width)
         else:
             live.append(index)
-    groups = [live] if settings.batched_rollouts else [[i] for i in live]
-    for group in groups:
-        if not group:
-            continue
+    for planned in rollout_groups([batch[i] for i in live], settings):
+        group = [live[i] for i in planned]
         seeds = [_rollout_seed(settings, item, counters["rollouts"] + i) for i in group]
         rollouts = _roll_out(model, tokenizer, parent, [batch[i] for i in group], seeds, item, prompt_width, settings, counters)
         for index, rollout in zip(group, rollouts):
             texts[index] = rollout.text
             counters["generated_tokens"] += rollout.generated_tokens
     return [texts[i] for i in range(len(batch))]
+
+
+def rollout_groups(nodes: list[Node], settings: SearchSettings) -> list[list[int]]:
+    """Indices into `nodes` per rollout call, planned as eval plans items: a row is its path plus the steps it may run."""
+    lengths = [len(node.token_ids) + _rollout_steps(node, settings) for node in nodes]
+    return plan_by_length(lengths, settings.batching, settings.token_budget)
 
 
 def tree_counters(root: Node) -> dict[str, int]:

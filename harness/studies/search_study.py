@@ -67,7 +67,7 @@ def _timed_search(model, tokenizer, items, settings):
 def speedup(model, tokenizer, suite: str, n: int, rollouts: int, rounds: int, compiled: bool = False) -> SpeedupFigures:
     items = generate_suite(suite, n, seed=0)
     naive = SearchSettings(SUITES[suite].max_new_tokens, num_rollouts=rollouts)
-    sides = {"naive": naive, "fast": replace(naive, kv_cache=True, batched_rollouts=True)}
+    sides = {"naive": naive, "fast": replace(naive, kv_cache=True, batching="dynamic")}
     if compiled:
         sides["compiled"] = replace(sides["fast"], compile=True)
     for settings in sides.values():  # warm-up; the compiled side's records its CUDA graphs for every batch size
@@ -137,7 +137,7 @@ def budget(model, tokenizer, suite: str, n: int, budgets: list[int], rewards: li
     for reward_name in rewards:
         for rollouts in budgets:
             settings = SearchSettings(SUITES[suite].max_new_tokens, num_rollouts=rollouts, kv_cache=True,
-                                      batched_rollouts=True, early_stop=True)
+                                      batching="dynamic", early_stop=True)
             correct = [check(item, search_item(model, tokenizer, item, settings, REWARDS[reward_name]).text) for item in items]
             gained = sum(c and not g for c, g in zip(correct, greedy))
             lost = sum(g and not c for c, g in zip(correct, greedy))
