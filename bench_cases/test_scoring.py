@@ -6,28 +6,38 @@ from harness.pipelines.scoring import DIFFERENT, SAME, Pair, ScoringSettings, ru
 from harness.tasks import generate_suite
 
 TOGGLES = {
-    "topk": ["100", "50"],
-    "batching": ["dynamic"],  # prompts teacher-forced 32 at a time
+    "topk": ["50", "30"],  # of the embedded model's 100 tokens (k=100 would keep them all, and is refused)
+    "batching": ["dynamic"],  # length-sorted buckets under a token budget
     "early_stop": ["on"],  # stop a pair at its first decision
     "kv_cache": ["on"],  # the reference's continuations
     "attention": ["sdpa"],
 }
-ALL_ON = {"topk": "100", "batching": "dynamic", "early_stop": "on", "kv_cache": "on"}
+ALL_ON = {"topk": "50", "batching": "dynamic", "early_stop": "on", "kv_cache": "on"}
 
 
 def panel(bench, model):
-    # add your own pairs: Pair("mine", bench.load("path/to/model").model, DIFFERENT)
-    pairs = [Pair("self", model, SAME)]
+    """Pairs whose right decision is known without scoring them.
+
+    Add your own: Pair("mine", bench.load("path/to/model").model, DIFFERENT).
+    """
+    other_dtype = "bfloat16" if bench.device == "cpu" else "float32"  # the session runs float32 on CPU, bfloat16 on GPU
+    pairs = [
+        Pair("self", model, SAME),
+        Pair("twin", bench.load(copy=True).model, SAME),  # the same weights loaded again: other module objects
+        # the same weights in another precision: a deployment change, not another model
+        Pair(f"{other_dtype} copy", bench.load(dtype=other_dtype).model, None if bench.speed_profile else SAME),
+    ]
     if not bench.speed_profile:  # the sibling shares the embedded model's vocabulary, not a profile's
-        pairs.append(Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT))
+        pairs.append(Pair("sibling", bench.load("embedded-sibling").model, DIFFERENT))  # trained apart
     if bench.device == "cuda":  # 4-bit is slow on CPU; random weights exaggerate its error: no expected decision
         pairs.append(Pair("nf4 copy", bench.load(quantization="nf4").model, None if bench.speed_profile else SAME))
     return pairs
 
 
 def run_case(bench, group, fixed=None):
-    # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree
-    prompts = [item.prompt for item in generate_suite("gpqa", n=64, seed=0)]
+    # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree.
+    # Every pair decides within 16 queries (an nf4 copy on CPU too); 24 prompts bound the variants that run to the end.
+    prompts = [item.prompt for item in generate_suite("gpqa", n=24, seed=0)]
 
     def pipeline(model, tokenizer, variant):
         settings = ScoringSettings.from_variant({**(fixed or {}), **variant})

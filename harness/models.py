@@ -37,6 +37,8 @@ class LoadSpec:
     quantization: str = "none"  # "none" / "int8" / "nf4"
     # compile=on gets a model of its own: torch.compile keeps its graphs on the model it compiled
     compile: bool = False
+    # A separately loaded copy of the same weights (a scoring twin): its own cache entry, so its own module objects.
+    copy: bool = False
     # Opt-ins, off unless the user asks (--bench-trust-remote-code, --bench-allow-pickle-weights): a model
     # directory's Python code, and pickled weights, both run arbitrary code when loaded.
     trust_remote_code: bool = False

@@ -49,7 +49,7 @@ TOGGLES: dict[str, Toggle] = {
                low_precision=TOLERANCE),
         Toggle("early_stop", ("off", "on"), "on", RUN, ANSWER, frozenset({"eval", "scoring", "search"}),
                "stop at EOS / a completed answer"),
-        Toggle("topk", ("full", "100", "50"), "100", RUN, BUDGETED, frozenset({"detection", "scoring"}),
+        Toggle("topk", ("full", "50", "30", "10"), "50", RUN, BUDGETED, frozenset({"detection", "scoring"}),
                "score over the top-k tokens instead of the full vocabulary", budget=0.01),
         Toggle("batching", ("1", "static8", "dynamic"), "dynamic", RUN, ANSWER, _ALL,
                "one item at a time, fixed batches of 8, or length-sorted buckets under a token budget",

@@ -85,9 +85,12 @@ def test_eval_with_the_loop_answers_as_generate_does(loaded):
 
 def test_scoring_continuations_with_the_loop_are_generates(loaded):
     prompts = [item.prompt for item in generate_suite("gpqa", n=5, seed=0)]
-    plain = continuations(loaded.model, loaded.tokenizer, prompts, ScoringSettings(batch_size=4, kv_cache=True))
+    def in_batches(settings):  # a batch of 4 and the one left over
+        return [row for batch in (prompts[:4], prompts[4:]) for row in continuations(loaded.model, loaded.tokenizer, batch, settings)]
+
+    plain = in_batches(ScoringSettings(kv_cache=True))
     loaded.model.__dict__.pop("_harness_static_caches", None)
-    looped = continuations(loaded.model, loaded.tokenizer, prompts, ScoringSettings(batch_size=4, kv_cache=True, compile=True))
+    looped = in_batches(ScoringSettings(kv_cache=True, compile=True))
     assert set(loaded.model._harness_static_caches) == {(4, cache_length(max(
         len(loaded.tokenizer(p)["input_ids"]) for p in prompts[:4]) + 32)), (1, cache_length(
         len(loaded.tokenizer(prompts[4])["input_ids"]) + 32))}  # a batch of 4 and the one left over

@@ -435,6 +435,10 @@ def run_detection(model, tokenizer, calibration: Sequence[Sample], held_out: Seq
 
     quality: "auc" (gated) of the combined score, "auc_pk" and "auc_es" of each part alone, Pearson r.
     """
+    vocabulary = model.get_output_embeddings().out_features
+    if settings.topk is not None and settings.topk >= vocabulary:  # every token kept: the full vocabulary's JSD
+        raise ValueError(f"topk={settings.topk} keeps the whole {vocabulary}-token vocabulary: a no-op; "
+                         f"choose k below {vocabulary}")
     detector, calibration_counters = calibrate(model, tokenizer, calibration, settings)
     features, counters = extract_features(model, encode(tokenizer, held_out), detector.heads, detector.layers, settings)
     pk, es = detector.parts(features)

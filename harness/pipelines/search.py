@@ -42,6 +42,7 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 
+from harness.answers import extract_answer
 from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends, plan_by_length
 from harness.pipelines.cache_api import cache_keyword, output_cache
 from harness.pipelines.static_greedy import decode_static
@@ -429,4 +430,5 @@ def run_search(model, tokenizer, items: list[TaskItem], settings: SearchSettings
         item_ids=[item.id for item in items],
         item_scores=scores,
         item_outputs=[result.text for result in results],
+        item_answers=[extract_answer(result.text, item.answer_type) or "" for item, result in zip(items, results)],
     )

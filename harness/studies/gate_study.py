@@ -71,10 +71,10 @@ _SEARCH_ALL_ON = "search[math|kv_cache=on,batching=dynamic,early_stop=on,attenti
 INJECTIONS = (
     Injection("an optimization silently disabled: kv_cache=on runs without its cache", ("disable=kv_cache",),
               (_SEARCH_ALL_ON,), ("counters", "speed")),
-    Injection("answers cut by early stopping: 4% of the answers lose their last digits, on 200 items",
-              ("early-stop-cut=0.04",), ("eval[math-200|early_stop=on]",), ("quality",)),
+    Injection("answers cut by early stopping: 4% of the answers lose their last digits, on 64 aime items",
+              ("early-stop-cut=0.04",), ("eval[aime|early_stop=on]",), ("fidelity", "outputs")),
     Injection("top-k flips a decision: the top-k score shrinks 50-fold", ("topk-flip",),
-              ("scoring[gpqa|topk=100,batching=dynamic,early_stop=on,kv_cache=on,attention=sdpa]",), ("decisions",)),
+              ("scoring[gpqa|topk=50,batching=dynamic,early_stop=on,kv_cache=on,attention=sdpa]",), ("decisions", "values")),
     Injection("quantization error: the model loads in nf4 where it should be unquantized (fp32)", ("quantize=nf4",),
               (_SEARCH_ALL_ON,), ("model",)),
 )
@@ -86,7 +86,7 @@ def metric_kind(metric: str) -> str:
         return "speed"
     if metric.startswith("counter"):
         return "counters"
-    if metric in ("fidelity", "decisions", "model"):
+    if metric in ("fidelity", "decisions", "model", "outputs", "values"):
         return metric
     return "quality"
 

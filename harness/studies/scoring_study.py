@@ -1,13 +1,15 @@
 """Figures of the scoring pipeline: decisions, queries and score shifts per variant, and per-query latency.
 
     python -m harness.studies.scoring_study --suite gpqa --n 120 --rounds 3
-    python -m harness.studies.scoring_study --model random:llama-3.2-1b --device cuda --topk full 100 --batch 32
+    python -m harness.studies.scoring_study --model random:llama-3.2-1b --device cuda --topk full 100 --batching dynamic
 
-The panel is the reference against itself, the embedded sibling (embedded reference only: a speed
-profile's vocabulary is not the sibling's), and the reference's own int8 and nf4 copies.
-Every variant (topk full / 100 / 50, batch 1 / 32) runs on the same prompts in one process; the
-table shows each pair's decision and mean score, and how far top-k moved that score from the full
-vocabulary's. Latency is the median round time over the queries scored, continuations included.
+The panel is the reference against itself, a separately loaded twin, its copy in the other precision
+(bfloat16 on CPU, float32 on GPU), the embedded sibling (embedded reference only: a speed profile's
+vocabulary is not the sibling's), and the reference's own int8 and nf4 copies.
+Every variant (topk full / 50 / 30 / 10, batching 1 / dynamic) runs on the same prompts in one process;
+the table shows each pair's decision and value (its mean score over the first n_min prompts, what the
+gate compares), and how far top-k moved that value from the full vocabulary's. Latency is the median
+round time over the queries scored, continuations included.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from harness.tasks import SUITES, generate_suite
 @dataclass
 class VariantFigures:
     topk: str
-    batch_size: int
+    batching: str
     compiled: bool
     decisions: dict[str, str]
-    scores: dict[str, float]
+    values: dict[str, float]  # per pair: the mean score over the first n_min prompts
     queries: int
     queries_to_decision: int
     ms_per_query: float
@@ -37,7 +39,10 @@ class VariantFigures:
 
 def _panel(reference, quantized: bool) -> list[Pair]:
     spec = reference.spec
-    panel = [Pair("self", reference.model, SAME)]
+    other_dtype = "bfloat16" if spec.dtype == "float32" else "float32"
+    panel = [Pair("self", reference.model, SAME), Pair("twin", load_model(replace(spec, copy=True)).model, SAME),
+             Pair(f"{other_dtype}-copy", load_model(replace(spec, dtype=other_dtype)).model,
+                  None if is_profile(spec.source) else SAME)]
     if spec.source == "embedded":
         panel.append(Pair("sibling", load_model(replace(spec, source="embedded-sibling")).model, DIFFERENT))
     if quantized:
@@ -49,19 +54,19 @@ def _panel(reference, quantized: bool) -> list[Pair]:
 
 
 def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool = True, model: str = "embedded",
-                 device: str = "cpu", topks: tuple[str, ...] = ("full", "100", "50"),
-                 batch_sizes: tuple[int, ...] = (1, 32), compiled: bool = False) -> list[VariantFigures]:
+                 device: str = "cpu", topks: tuple[str, ...] = ("full", "50", "30", "10"),
+                 batchings: tuple[str, ...] = ("1", "dynamic"), compiled: bool = False) -> list[VariantFigures]:
     reference = load_model(LoadSpec(model, device, default_dtype(device), compile=compiled))
     panel = _panel(reference, quantized)
     print("weights: " + ", ".join(f"{pair.name} {weights_summary(pair.candidate)['bytes'] / 1e6:,.2f} MB" for pair in panel), flush=True)
     prompts = [item.prompt for item in generate_suite(suite, n, seed=0)]
     figures = []
     for topk in topks:
-        for batch_size in batch_sizes:
-            settings = ScoringSettings(topk=None if topk == "full" else int(topk), batch_size=batch_size,
+        for batching in batchings:
+            settings = ScoringSettings(topk=None if topk == "full" else int(topk), batching=batching,
                                        early_stop=True, kv_cache=True, compile=compiled, preset=PRESETS[preset])
             # warm-up; compiled, on every prompt, so that each shape the rounds meet is compiled before them
-            run_scoring(reference.model, reference.tokenizer, panel, prompts if compiled else prompts[:batch_size], settings)
+            run_scoring(reference.model, reference.tokenizer, panel, prompts if compiled else prompts[:8], settings)
             seconds = []
             for _ in range(rounds):
                 start = time.perf_counter()
@@ -69,8 +74,8 @@ def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool =
                 output = run_scoring(reference.model, reference.tokenizer, panel, prompts, settings)
                 seconds.append(time.perf_counter() - start)
             figures.append(VariantFigures(
-                topk, batch_size, compiled, dict(zip(output.item_ids, output.item_outputs)),
-                {name[6:-1]: value for name, value in output.quality.items() if name.startswith("score[")},
+                topk, batching, compiled, dict(zip(output.item_ids, output.item_outputs)),
+                dict(zip(output.item_ids, output.item_values)),
                 output.counters["queries"], output.counters["queries_to_decision"],
                 1000 * statistics.median(seconds) / output.counters["queries"],
             ))
@@ -79,15 +84,15 @@ def run_variants(suite: str, n: int, rounds: int, preset: str, quantized: bool =
 
 
 def table(figures: list[VariantFigures]) -> str:
-    """Scores are compared with topk=full at the same batch size: the same queries, so any shift is top-k's."""
-    full_at = {f.batch_size: f for f in figures if f.topk == "full"}
+    """Values are compared with topk=full at the same batching: the same queries, so any shift is top-k's."""
+    full_at = {f.batching: f for f in figures if f.topk == "full"}
     pairs = list(figures[0].decisions)
-    header = "| topk | batch | compile | " + " | ".join(f"{p}: decision, score (vs full)" for p in pairs) + " | queries (to decision) | ms/query |"
+    header = "| topk | batching | compile | " + " | ".join(f"{p}: decision, value (vs full)" for p in pairs) + " | queries (to decision) | ms/query |"
     lines = [header, "|" + " --- |" * (len(pairs) + 5)]
     for f in figures:
-        full = full_at.get(f.batch_size, f)
-        cells = [f"{f.decisions[p]}, {f.scores[p]:.4f} ({f.scores[p] - full.scores[p]:+.4f})" for p in pairs]
-        lines.append(f"| {f.topk} | {f.batch_size} | {'on' if f.compiled else 'off'} | " + " | ".join(cells) + f" | {f.queries} ({f.queries_to_decision}) | {f.ms_per_query:.2f} |")
+        full = full_at.get(f.batching, f)
+        cells = [f"{f.decisions[p]}, {f.values[p]:.4f} ({f.values[p] - full.values[p]:+.4f})" for p in pairs]
+        lines.append(f"| {f.topk} | {f.batching} | {'on' if f.compiled else 'off'} | " + " | ".join(cells) + f" | {f.queries} ({f.queries_to_decision}) | {f.ms_per_query:.2f} |")
     return "\n".join(lines)
 
 
@@ -100,14 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-quantized", action="store_true", help="leave the int8 and nf4 copies out of the panel")
     parser.add_argument("--model", default="embedded", help="embedded, a speed profile (random:<arch>) or a model directory")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda runs bf16, cpu fp32")
-    parser.add_argument("--topk", nargs="+", default=["full", "100", "50"], help="top-k values to run (full = none)")
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes to run")
+    parser.add_argument("--topk", nargs="+", default=["full", "50", "30", "10"],
+                        help="top-k values to run (full = none), each below the model's vocabulary size")
+    parser.add_argument("--batching", nargs="+", default=["1", "dynamic"], choices=("1", "static8", "dynamic"),
+                        help="batchings to run")
     parser.add_argument("--compile", action="store_true",
                         help="continuations by the static-cache loop compiled into CUDA graphs (compile=on; a GPU)")
     args = parser.parse_args(argv)
     figures = run_variants(args.suite, args.n, args.rounds, args.preset, quantized=not args.no_quantized,
                            model=args.model, device=resolve_device(args.device), topks=tuple(args.topk),
-                           batch_sizes=tuple(args.batch), compiled=args.compile)
+                           batchings=tuple(args.batching), compiled=args.compile)
     print()
     print(table(figures))
 
