@@ -87,8 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-allow-pickle-weights", action="store_true",
                     help="load weights that are not safetensors (pickles run code when loaded); off by default")
     group.addoption("--bench-inject", action="append", default=[], metavar="SPEC",
-                    help="put a regression in on purpose, to check that the gate catches it (harness.inject: "
-                         "slowdown=F[@CASE], disable=TOGGLE, early-stop-cut=S, topk-flip, quantize=nf4); repeatable")
+                    help="put a regression in on purpose, to check that the gate catches it; the specs are listed in "
+                         "harness.inject (slowdown=F[@CASE], early-stop-cut=S, stale-cache, teacher-forcing-shift, ...); "
+                         "repeatable")
     group.addoption("--bench-ratchet", action="store_true",
                     help="fail a case that improved beyond its baseline, so baselines do not go stale")
     group.addoption("--bench-device-map", default=None, choices=("auto", "balanced", "balanced_low_0", "sequential"),
