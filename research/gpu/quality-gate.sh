@@ -8,7 +8,7 @@ file=baselines/$device_class/embedded-reference.json
 args=(--benchmark --bench-device cuda -p no:cacheprovider --bench-min-time 0.5 --bench-report "$OUT/$1.json")
 if [[ $1 == save ]]; then
   rm -f "$file"  # the cases of the old rules (topk=100, math-200, a 3-pair panel) go; every case is saved anew
-  args+=(--bench-save-baseline --bench-reason "H100: the embedded gate under the deterministic-output quality rules")
+  args+=(--bench-save-baseline --bench-reason "the embedded gate under the deterministic-output quality rules")
 fi
 timeout -k 10 540 python3 -m pytest "${args[@]}" > "$OUT/$1.log" 2>&1
 echo "$1 exit $? at $SECONDS s"; tail -60 "$OUT/$1.log" | cut -c1-220
