@@ -11,8 +11,8 @@ TOGGLES = {
     "topk": ["50"],
     "batching": ["dynamic"],
     "attention": ["sdpa", "flash_attention_2"],  # ES through the recompute path
-    # "quantization": ["nf4"] on GPU; on CPU int8 is slow and nf4 costs this detector 1.5 AUC points,
-    # beyond the 1-point budget, so the gate fails it (python -m harness.studies.detection_study quantization).
+    # "quantization": ["nf4"] on GPU; on CPU bitsandbytes is slow (nf4 costs this detector 1.5 AUC points, within
+    # quantization's 2-point budget: python -m harness.studies.detection_study quantization).
 }
 
 
