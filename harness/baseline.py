@@ -3,6 +3,9 @@
 Load and validate (every problem is a BaselineError naming the file and the fix), merge and save atomically
 (exclusive lock, re-read under the lock, temp file in the same directory, `os.replace`). Nothing here decides
 pass or fail; that is `verdict`'s.
+
+One piece past 400 lines because storage (load, validate, atomic merge) and the matching of a stored case to this
+machine (noise per CPU, calibration scale) read the same file format; the split into a store/ package is planned.
 """
 
 from __future__ import annotations

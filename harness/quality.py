@@ -209,12 +209,14 @@ def outputs_changed(current: CaseRecord, baseline: CaseRecord) -> list[str]:
     return changes
 
 
-def baseline_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
-    """The same variant must reproduce its baseline: every output, every per-item score, every value."""
+def baseline_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
+                      changes: list[str] | None = None) -> list[Finding]:
+    """The same variant must reproduce its baseline: every output, every per-item score, every value.
+    `changes` is `outputs_changed(current, baseline)` where the caller has it already."""
     paired = Paired.of(current.output, baseline.output)
     if not paired.comparable():
         return [_not_comparable("outputs", "baseline", paired)]
-    changes = outputs_changed(current, baseline)
+    changes = outputs_changed(current, baseline) if changes is None else changes
     n = len(paired.ids)
     quality = Finding(current.quality_metric, "baseline", PASSED,
                       f"{current.quality_metric} {fmt_value(baseline.quality)} -> {fmt_value(current.quality)}")

@@ -24,6 +24,9 @@ Against the session reference (for every variant but the reference itself), and 
    tolerance (agreement and a net-loss budget) or budgeted (the toggle's net-loss budget on the fixed items).
 
 Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, reward).
+
+One piece past 400 lines: the speed rules (factor, A/A noise, paired confirmation) are one rule with its
+fallbacks; the quality rules live in harness.quality.
 """
 
 from __future__ import annotations
@@ -402,8 +405,9 @@ def judge(
                                 "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
     else:
         findings += _speed_findings(current, baseline, policy, noise, machine_scale)
-        findings += baseline_findings(current, baseline, policy)
-        findings += _counter_findings(current, baseline, outputs_same=not outputs_changed(current, baseline))
+        changes = outputs_changed(current, baseline)
+        findings += baseline_findings(current, baseline, policy, changes)
+        findings += _counter_findings(current, baseline, outputs_same=not changes)
         findings += _model_findings(current, baseline)
         findings += decision_findings(current, baseline, "baseline")
     if reference is not None and not current.is_reference and reference is not current:

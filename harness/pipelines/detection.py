@@ -27,6 +27,9 @@ Per-item results, for the verdict's paired test and agreement:
 - item_outputs are the thresholded decisions ("hallucinated" / "faithful"): a tolerance-class toggle
   (batching, attention) must keep them on >= 90% of samples. The scores themselves move with the dtype
   (in bf16 their second decimal changes on most samples), which the AUC's paired test judges instead.
+
+One piece past 400 lines: sample building, the hooked feature pass, the attention recompute and the held-out
+selection are one algorithm whose stages share the hooks' state.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Toggles read here, each a separate code path over the same work:
 
 Sampling is made independent of the schedule: every rollout draws its Gumbel noise from its own seed
 and position, so batched, sequential, cached and recomputed searches build the same tree (in fp32).
+
+One piece past 400 lines: the tree, its policy, expansion and the cached, batched rollouts are one algorithm
+whose parts share the node and cache structures.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Nothing here judges: statuses and messages come from `verdict` through the diff; numbers come from the
 records as measured.
+
+One piece past 400 lines: the summary frame feeds the terminal table, the Markdown and the JSON, which must show
+the same figures; the JSON writer's own module is planned.
 """
 
 from __future__ import annotations

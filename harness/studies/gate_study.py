@@ -22,6 +22,9 @@
 Runs already in a log count, so a study can be continued later on the same machine. Extra arguments after
 `--` go to pytest. The gate runs on one torch thread (half of two cores), so other work on the other core
 does not stall it; it is still best run on an otherwise quiet machine.
+
+One piece past 400 lines: the study's subcommands (aa, slowdowns, inject, calibrate, report) share one log format
+and its tables; it is research, not part of the gate.
 """
 
 from __future__ import annotations
