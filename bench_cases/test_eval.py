@@ -18,7 +18,7 @@ TOGGLES = {
 # The sweep of every toggle, on a suite short to answer; test_eval_headroom judges quality on harder ones.
 @pytest.mark.parametrize("suite", ["math"])
 def test_eval(bench, suite):
-    items = generate_suite(suite, n=32, seed=0)
+    items = generate_suite(suite, n=16, seed=0)
 
     def pipeline(model, tokenizer, variant, items=items):
         settings = EvalSettings.from_variant(variant, max_new_tokens=SUITES[suite].max_new_tokens)

@@ -36,8 +36,8 @@ def panel(bench, model):
 
 def run_case(bench, group, fixed=None):
     # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree.
-    # Every pair decides within 16 queries (an nf4 copy on CPU too); 24 prompts bound the variants that run to the end.
-    prompts = [item.prompt for item in generate_suite("gpqa", n=24, seed=0)]
+    # Every pair decides within 16 queries (an nf4 copy on CPU too), which bound the variants that run to the end.
+    prompts = [item.prompt for item in generate_suite("gpqa", n=16, seed=0)]
 
     def pipeline(model, tokenizer, variant):
         settings = ScoringSettings.from_variant({**(fixed or {}), **variant})

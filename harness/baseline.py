@@ -25,8 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.environment import changes, same_machine
 from harness.machine_speed import FINGERPRINT_KEY, SAME_SPEED_FACTOR, machine_scale, same_speed
-from harness.records import CaseRecord, SpeedNoise
+from harness.records import CPU_TIME, WALL, CaseRecord, SpeedNoise
 
 SCHEMA_VERSION = 1
 
@@ -160,6 +161,13 @@ def _record_problem(record: CaseRecord) -> str | None:
             and speed.round_seconds
             and all(_is_number(s) and s > 0 for s in speed.round_seconds),
             "speed.round_seconds must be a non-empty list of positive numbers",
+        ),
+        (speed.timer in (WALL, CPU_TIME), f"speed.timer must be {WALL!r} or {CPU_TIME!r}"),
+        (
+            isinstance(speed.cpu_seconds, list)
+            and all(_is_number(s) and s >= 0 for s in speed.cpu_seconds)
+            and (speed.timer != CPU_TIME or len(speed.cpu_seconds) == len(speed.round_seconds)),
+            "speed.cpu_seconds must list a non-negative CPU time for every round when the timer is 'cpu'",
         ),
         (isinstance(speed.items_per_round, int), "speed.items_per_round must be an integer"),
         (isinstance(speed.tokens_per_round, int), "speed.tokens_per_round must be an integer"),
@@ -345,6 +353,8 @@ class MachineMatch:
     noise: SpeedNoise | None
     scale: float | None
     set_aside: str = ""  # why the stored noise does not hold here; "" when it does, or there is none
+    same_machine: bool = True  # environment.same_machine: the baseline's speed factors hold here
+    changes: tuple[str, ...] = ()  # environment.changes: what differs from the baseline's environment
 
 
 def match_machine(noises: Sequence[SpeedNoise], run: dict[str, Any], saved: dict[str, Any]) -> MachineMatch:
@@ -354,14 +364,15 @@ def match_machine(noises: Sequence[SpeedNoise], run: dict[str, Any], saved: dict
     speedup from an AMD EPYC to an Intel Xeon, and 20-30% on a CI runner that reported the same AMD EPYC but ran
     every case 1.5-2.5x slower. Elsewhere the factor rule judges speedups."""
     scale = machine_scale(run, saved)
+    facts = {"same_machine": same_machine(run, saved), "changes": tuple(changes(run, saved))}
     if not noises:
-        return MachineMatch(None, scale)
+        return MachineMatch(None, scale, **facts)
     cpu, arch = run.get("cpu"), run.get("cpu_arch")
     here = [noise for noise in noises if noise.learned_here(cpu, arch)]
     if not here:
         learned = " and ".join(noise.where if arch else noise.learned_on for noise in noises)
         return MachineMatch(None, scale, f"the baseline's speed noise was learned on {learned}, this run is on "
-                                         f"{cpu}{f' ({arch})' if arch and any(n.arch for n in noises) else ''}")
+                                         f"{cpu}{f' ({arch})' if arch and any(n.arch for n in noises) else ''}", **facts)
     noise = max(here, key=lambda n: bool(n.arch))  # the one that names this CPU's generation, where one does
     if noise.calibration_seconds is None:
         against, than = scale, "the one that saved the baseline"
@@ -369,8 +380,8 @@ def match_machine(noises: Sequence[SpeedNoise], run: dict[str, Any], saved: dict
         against, than = machine_scale(run, {FINGERPRINT_KEY: noise.calibration_seconds}), "the A/A runs its speed noise was learned from"
     if not same_speed(against):
         return MachineMatch(None, scale, f"this machine ran the calibration workload x{against:.2f} as long as {than}, "
-                                         f"beyond the x{SAME_SPEED_FACTOR:g} within which that noise holds")
-    return MachineMatch(noise, scale)
+                                         f"beyond the x{SAME_SPEED_FACTOR:g} within which that noise holds", **facts)
+    return MachineMatch(noise, scale, **facts)
 
 
 def saved_fingerprint(baseline: BaselineFile, case_id: str) -> dict[str, Any]:
@@ -478,9 +489,13 @@ def save_baseline(
     records: list[CaseRecord],
     reason: str,
     commit: str | None,
+    min_rounds: int = 1,
 ) -> BaselineFile:
     """Merge `records` into the baseline at `path` (cases not saved keep their entries), append a history
-    entry, and write it atomically under an exclusive lock. Returns the baseline as written."""
+    entry, and write it atomically under an exclusive lock. Returns the baseline as written.
+
+    A record with fewer than `min_rounds` timed rounds is refused, with nothing written: the caller's speed rule
+    could not judge against it (the caller says how many its rules need)."""
     path = Path(path)
     if not isinstance(reason, str) or not reason.strip():
         raise BaselineError(
@@ -502,6 +517,11 @@ def save_baseline(
                 "each case id must be unique",
             )
         seen.add(record.case_id)
+    too_few = sorted(r.case_id for r in records if len(r.speed.judged_seconds) < min_rounds)
+    if too_few:
+        raise BaselineError(path, f"refusing to save baseline {path}: {len(too_few)} case(s) have fewer than {min_rounds} "
+                                  f"timed rounds, too few to judge speed against ({', '.join(too_few[:3])}"
+                                  f"{', ...' if len(too_few) > 3 else ''}); measure them with --bench-rounds {min_rounds} or more")
 
     saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     reason = reason.strip()

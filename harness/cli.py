@@ -10,6 +10,8 @@ Exit codes (diff and report): 0 no regression; 1 a case regressed (or, in diff, 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import argparse
 import sys
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from harness.baseline import BaselineError, baseline_path, current_commit, save_
 from harness.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.report import render, terminal_table, write_report
 from harness.results import BASELINE, ResultSet, ResultsError, read_results
+from harness.policy import DEFAULT_TIME_FACTOR
 from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy
 
 
@@ -48,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a case in OLD but not in NEW does not fail (the run covered a subset on purpose)")
     diff.add_argument("--cross-device", action="store_true",
                       help="compare across device classes: quality, counters and fidelity only, speed not judged")
-    diff.add_argument("--speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
-                      help=f"a speed change must exceed this factor, beyond significance (default {DEFAULT_SPEED_FACTOR})")
+    diff.add_argument("--speed-factor", type=float, default=None,
+                      help=f"a speedup, and a reference's own time, may move by at most this factor (default "
+                           f"{DEFAULT_SPEED_FACTOR:g} and {DEFAULT_TIME_FACTOR:g}, as the gate)")
+    diff.add_argument("--strict-env", action="store_true",
+                      help="fail a case whose environment differs from its baseline's (as --bench-strict-env)")
 
     report = commands.add_parser("report", help="render the verdicts stored in one result file; exits 1 if any "
                                                 "case regressed")
@@ -90,7 +96,7 @@ def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> 
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = read_results(args.old), read_results(args.new)
-    policy = GatePolicy.for_speed_factor(args.speed_factor)
+    policy = replace(GatePolicy.for_speed_factor(args.speed_factor), strict_env=args.strict_env)
     diff = compare(old, new, policy, cross_device=args.cross_device)
     _emit(diff, args)
     return _verdict_code(diff, args, args.allow_missing)
@@ -119,7 +125,7 @@ def run_accept(args: argparse.Namespace) -> int:
                            f"its cases: {', '.join(results.records)}")
     path = baseline_path(Path(args.baseline_dir), results.device_class, results.model_id)
     save_baseline(path, results.device_class, results.model_id, results.fingerprint, records, args.reason,
-                  args.commit or current_commit(ignore=args.baseline_dir))
+                  args.commit or current_commit(ignore=args.baseline_dir), min_rounds=GatePolicy().min_rounds)
     for record in records:
         verdict = results.verdicts.get(record.case_id)
         status = verdict.status if verdict else "unjudged"

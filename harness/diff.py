@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from harness.baseline import match_machine
+from harness.environment import environment_findings
 from harness.records import CaseRecord
 from harness.results import Acceptance, ResultSet
 from harness.verdict import (COLD_FIRST_ROUND, IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge,
@@ -92,7 +93,8 @@ def _judged(record: CaseRecord, old: ResultSet | None, new: ResultSet, policy: G
     reference = references.get((record.pipeline, record.group))
     neighbours = one_toggle_neighbours(record, new.records.values())
     return judge(record, baseline, reference, policy, neighbours=neighbours, noise=match and match.noise,
-                 machine_scale=match and match.scale)
+                 machine_scale=match and match.scale, same_machine=match.same_machine if match else True,
+                 environment=environment_findings(match.changes, policy.strict_env) if match else ())
 
 
 def compare(

@@ -5,7 +5,7 @@ nothing here acts. Each one breaks what a real change could break, where it woul
 
 | spec | what it does |
 | --- | --- |
-| `slowdown=F` / `slowdown=F@CASE` | every optimized variant (or the case CASE) runs F longer: after each call of its pipeline, a busy wait of F times the call |
+| `slowdown=F` / `slowdown=F@CASE` | every optimized variant (or the case CASE) runs F longer: after each call of its pipeline, a busy wait of F times the call (its CPU time on a CPU) |
 | `disable=TOGGLE` | the optimization is silently off: the pipeline gets TOGGLE's reference value while the case says otherwise |
 | `early-stop-cut=S` | eval's early stop fires as soon as `\\boxed{` holds one digit, on a share S of the answers, cutting the number |
 | `early-stop-cut=@ITEM_ID` | the same cut on the answer of item ITEM_ID alone (where it writes `\\boxed{` and a digit) |
@@ -114,16 +114,21 @@ def parse_injections(specs: list[str]) -> Injections:
     return injections
 
 
-def slowed(run: Callable[[], object], fraction: float) -> Callable[[], object]:
-    """`run`, followed by a busy wait of `fraction` of its own time: the CPU stays as busy as real work keeps it."""
+def slowed(run: Callable[[], object], fraction: float, cpu_time: bool = False) -> Callable[[], object]:
+    """`run`, followed by a busy wait of `fraction` of its own time: the CPU stays as busy as real work keeps it.
+
+    `cpu_time`: the wait spins until the process's CPU time has grown by `fraction` of the call's, so that the
+    slowdown is `fraction` more work whatever the machine's load, as a real regression would be (on a GPU the
+    call's wall time is its work's, and the wait is timed by wall clock)."""
     if fraction <= 0:
         return run
+    clock = time.process_time if cpu_time else time.perf_counter
 
     def slow_run():
-        start = time.perf_counter()
+        start = clock()
         result = run()
-        until = time.perf_counter() + fraction * (time.perf_counter() - start)
-        while time.perf_counter() < until:
+        until = clock() + fraction * (clock() - start)
+        while clock() < until:
             pass
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -87,12 +88,36 @@ def model_path(source: str) -> Path:
 
 
 def model_id(source: str) -> str:
-    """A stable, path-free name for baselines: 'embedded-reference' or the directory's slug."""
+    """A stable, path-free name for baselines: 'embedded-reference', 'random-<profile>', or a model directory's slug
+    and the first 8 hex digits of its checkpoint hash: two checkpoints in two `.../final` folders are two models."""
     if source in EMBEDDED_MODELS:
         return "embedded-reference" if source == "embedded" else source
     if profiles.is_profile(source):
         return "random-" + profiles.profile_name(source)
-    return re.sub(r"[^a-z0-9]+", "-", Path(source).expanduser().resolve().name.lower()).strip("-") or "model"
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(source).expanduser().resolve().name.lower()).strip("-") or "model"
+    return f"{slug}-{checkpoint_hash(source)[:8]}"
+
+
+# The files that make a checkpoint what it is: its weights, its config and its tokenizer.
+_CHECKPOINT_FILES = ("*.safetensors", *("*.bin", "*.pt", "*.pth", "*.ckpt"), "config.json", "generation_config.json",
+                     "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
+
+
+@functools.cache  # once per process: a 1B checkpoint's 2.5 GB hash in about 2 s
+def checkpoint_hash(source: str) -> str:
+    """SHA-256 over the names and bytes of a model's weight, config and tokenizer files (the embedded models' shipped
+    directories too); "" for a speed profile, whose weights are drawn from a seed, not read."""
+    if profiles.is_profile(source):
+        return ""
+    directory = EMBEDDED_MODELS.get(source) or Path(source).expanduser().resolve()
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in _CHECKPOINT_FILES for f in Path(directory).glob(pattern) if f.is_file()})
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _quantization_config(quantization: str, dtype: torch.dtype):

@@ -27,11 +27,11 @@ from harness.diff import Diff, compare
 from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.guard import (CaseFailure, TimeBudget, failing_cleanly_on_oom, is_out_of_memory, out_of_memory_failure,
                            restore_sigterm, stop_on_sigterm)
-from harness.measure import DEFAULT_MIN_TIME, MeasureSettings, Side, measure_interleaved, time_pairs
+from harness.measure import DEFAULT_MIN_TIME, InstructionCounter, MeasureSettings, default_min_time, Side, measure_interleaved, time_pairs
 from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.progress import MODES as PROGRESS_MODES, ProgressWriter, case_progress
 from harness.machine_speed import slower_by
-from harness.models import (LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
+from harness.models import (checkpoint_hash, LoadedModel, LoadSpec, ModelCache, ModelLoadError, default_dtype, fingerprint, model_id,
                             resolve_device, weights_summary)
 from harness.placement import Placement, PlacementError, check_placement, layout_of, placement_from_options
 from harness.profiles import is_profile
@@ -40,6 +40,8 @@ from harness.roofline import decode_efficiency, measured_read_bandwidth
 from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
+from harness.environment import environment_findings
+from harness.policy import CROSS_MACHINE_FACTOR, DEFAULT_TIME_FACTOR
 from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup,
                              cleared_by_pairs, judge, needs_confirmation, one_toggle_neighbours)
 
@@ -53,21 +55,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--benchmark", action="store_true", help="run the bench cases (and only them), gated against baselines")
     group.addoption("--bench-model", default="embedded", help="'embedded' (default) or a local Hugging Face model directory")
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"))
-    group.addoption("--bench-matrix", default="leave-one-out", choices=toggle_registry.MATRICES,
-                    help="variants per case: ablation (reference, each toggle alone, all on), "
-                         "leave-one-out (reference, all on, all on but one; default), full (cross product), "
-                         "all-on (reference and all on: a quick gate)")
+    group.addoption("--bench-matrix", default=GATE_MATRIX, choices=toggle_registry.MATRICES,
+                    help="variants per case, each with the reference and every exact toggle alone: all-on (all on; "
+                         "default, the gate), leave-one-out (all on, and all on but one), ablation (each toggle alone, "
+                         "all on), full (the cross product)")
     group.addoption("--bench-rounds", type=int, default=3,
                     help="timed rounds per variant, at least (default 3; 1: a single round, no time budget)")
-    group.addoption("--bench-min-time", type=float, default=DEFAULT_MIN_TIME, metavar="SECONDS",
-                    help=f"more rounds until a variant's timed rounds add up to this (default {DEFAULT_MIN_TIME:g})")
+    group.addoption("--bench-min-time", type=float, default=None, metavar="SECONDS",
+                    help=f"more rounds until a variant's timed rounds add up to this (default "
+                         f"{DEFAULT_MIN_TIME['cpu']:g} on a CPU, {DEFAULT_MIN_TIME['cuda']:g} on a GPU)")
     group.addoption("--bench-max-rounds", type=int, default=25, help="the time budget's cap on rounds (default 25)")
     group.addoption("--bench-threads", default="auto", metavar="N",
                     help="torch threads on CPU: auto (default: half the cores, at least 1, so that other work on "
                          "the machine cannot stall every step), or a number")
-    group.addoption("--bench-speed-factor", type=float, default=DEFAULT_SPEED_FACTOR,
-                    help=f"a speed change must exceed this factor (and be significant) to count; default "
-                         f"{DEFAULT_SPEED_FACTOR}, the between-run spread of a 1-second round on a 2-core CPU reached 1.66x")
+    group.addoption("--bench-speed-factor", type=float, default=None, metavar="FACTOR",
+                    help=f"a variant's speedup, and the reference's own time, may move by at most this factor (default: "
+                         f"{DEFAULT_SPEED_FACTOR:g} for a speedup, {DEFAULT_TIME_FACTOR:g} for a time, {CROSS_MACHINE_FACTOR:g} "
+                         "on another machine than the baseline's; docs/verdict.md gives their measured power)")
+    group.addoption("--bench-timer", default="auto", choices=("auto", "instructions"),
+                    help="auto (default): speed judged by CPU time on a CPU and synchronized wall time on a GPU, wall "
+                         "time recorded beside; instructions: count each round's instructions under valgrind's callgrind "
+                         "as well and judge them too (CPU, 20-100x slower: for a few cases, -k)")
+    group.addoption("--bench-strict-env", action="store_true",
+                    help="fail a case whose environment (torch, transformers, bitsandbytes, CUDA, GPU driver, CPU, "
+                         "checkpoint) differs from its baseline's; without it the difference is named, not failed")
     group.addoption("--bench-confirm-pairs", type=int, default=3, metavar="N",
                     help="time a speed regression again in N pairs (a reference round, then the variant's) before it "
                          "fails; it fails only if the paired speedup is beyond the limit too (default 3; 0: no pairs)")
@@ -112,9 +123,14 @@ def check_options(config: pytest.Config) -> Injections:
         raise pytest.UsageError("--bench-save-baseline needs --bench-reason \"why the baseline changes\"; it is stored in the file")
     if config.getoption("--bench-rounds") < 1:
         raise pytest.UsageError("--bench-rounds must be at least 1")
+    needed = GatePolicy().min_rounds
+    if config.getoption("--bench-save-baseline") and config.getoption("--bench-rounds") < needed:
+        raise pytest.UsageError(f"--bench-save-baseline with --bench-rounds {config.getoption('--bench-rounds')}: a baseline "
+                                f"with fewer than {needed} timed rounds a variant cannot judge speed; give --bench-rounds "
+                                f"{needed} or more")
     if config.getoption("--bench-max-rounds") < config.getoption("--bench-rounds"):
         raise pytest.UsageError("--bench-max-rounds must be at least --bench-rounds")
-    if config.getoption("--bench-min-time") < 0:
+    if (config.getoption("--bench-min-time") or 0) < 0:
         raise pytest.UsageError("--bench-min-time must not be negative")
     if config.getoption("--bench-confirm-pairs") < 0:
         raise pytest.UsageError("--bench-confirm-pairs must not be negative (0 turns the paired confirmation off)")
@@ -123,6 +139,11 @@ def check_options(config: pytest.Config) -> Injections:
             raise pytest.UsageError(f"--bench-report {path}: the suffix picks the format, one of "
                                     f"{', '.join(SUPPORTED_SUFFIXES)}")
     _cpu_threads(config.getoption("--bench-threads"))
+    if config.getoption("--bench-timer") == "instructions":
+        reason = InstructionCounter.unavailable_reason()
+        if reason is not None:
+            raise pytest.UsageError(reason)
+        Path(InstructionCounter.OUT_DIR).mkdir(exist_ok=True)
     try:
         injections = parse_injections(config.getoption("--bench-inject"))
     except InjectionError as error:
@@ -133,9 +154,13 @@ def check_options(config: pytest.Config) -> Injections:
     return injections
 
 
+GATE_MATRIX = "all-on"  # the default --bench-matrix: what `pytest --benchmark` gates with no options
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "bench(pipeline, toggles, gpu_toggles): a bench case, parametrized over toggle "
-                                       "variants (gpu_toggles: swept as well on CUDA)")
+    config.addinivalue_line("markers", "bench(pipeline, toggles, gpu_toggles, gate=True): a bench case, parametrized "
+                                       "over toggle variants (gpu_toggles: swept as well on CUDA; gate=False: only with "
+                                       "a whole --bench-matrix, not in the default gate)")
     config.addinivalue_line("markers", "gpu: a bench case that needs a CUDA device")
     if not config.getoption("--benchmark"):
         return
@@ -277,8 +302,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("bench"):
                 item.add_marker(skip)
         return
-    kept = [item for item in items if item.get_closest_marker("bench")]
-    deselected = [item for item in items if not item.get_closest_marker("bench")]
+    # The default matrix is the gate: a case marked bench(..., gate=False) is too slow for it, and runs with a whole
+    # matrix (--bench-matrix leave-one-out, ablation or full).
+    whole_matrix = config.getoption("--bench-matrix") != GATE_MATRIX
+    kept = [item for item in items
+            if (marker := item.get_closest_marker("bench")) and (whole_matrix or marker.kwargs.get("gate", True))]
+    deselected = [item for item in items if item not in kept]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
@@ -378,11 +407,23 @@ class BenchSession:
     def model_source(self) -> str:
         return self.config.getoption("--bench-model")
 
+    @property
+    def min_time(self) -> float:
+        """Seconds of timed rounds a variant gets at least: --bench-min-time, or the device's default."""
+        given = self.config.getoption("--bench-min-time")
+        return default_min_time(self.device) if given is None else given
+
     @cached_property
     def fingerprint(self) -> dict:
         if self.merged is not None:  # the controller runs no case: the environment is the workers'
-            return dict(self.merged.fingerprint or fingerprint(self.device, self.placement))
-        return fingerprint(self.device, self.placement)
+            return dict(self.merged.fingerprint or self._own_fingerprint())
+        return self._own_fingerprint()
+
+    def _own_fingerprint(self) -> dict:
+        """This process's environment, with the hash of the checkpoint the session measures (models.checkpoint_hash)."""
+        facts = fingerprint(self.device, self.placement)
+        checkpoint = checkpoint_hash(self.model_source)
+        return {**facts, "checkpoint": checkpoint[:16]} if checkpoint else facts
 
     def unsent_results(self, worker: str) -> WorkerResults:
         """On a worker: the records and verdicts not yet sent to the controller, marked as sent."""
@@ -564,7 +605,7 @@ class BenchCase:
                 continue
             record = self._record(group, variant, loaded, *result, reference_rounds)
             if record.is_reference:
-                reference_rounds = record.speed.round_seconds
+                reference_rounds = record.speed.judged_seconds
             self.session.records.setdefault(record.case_id, record)  # a reference measured before stays the session's
 
     def _side(self, group, variant, pipeline, warm_up) -> tuple[Side, LoadedModel]:
@@ -587,7 +628,8 @@ class BenchCase:
 
             return budget.limited(failing_cleanly_on_oom(call_as_variant, case_id, self.session.device))
 
-        side = Side(case_id, as_variant(run), as_variant(lambda: warm(loaded.model, loaded.tokenizer, handed)))
+        side = Side(case_id, as_variant(run), as_variant(lambda: warm(loaded.model, loaded.tokenizer, handed)),
+                    resident_bytes=weights_summary(loaded.model)["bytes"])
         return side, loaded
 
     def _runner(self, group, variant, pipeline) -> tuple[LoadedModel, dict[str, str], Callable[[], PipelineOutput]]:
@@ -596,7 +638,8 @@ class BenchCase:
         injections, case_id = self.session.injections, self._case_id(group, variant)
         handed = injections.pipeline_variant(variant)
         run = slowed(lambda: pipeline(loaded.model, loaded.tokenizer, handed),
-                     injections.slowdown_of(case_id, variant == self.reference_variant))
+                     injections.slowdown_of(case_id, variant == self.reference_variant),
+                     cpu_time=self.session.device == "cpu")
         return loaded, handed, run
 
     def _wants_pairs(self, record: CaseRecord, verdict: Verdict) -> bool:
@@ -616,9 +659,10 @@ class BenchCase:
 
     def _settings(self) -> MeasureSettings:
         config = self.session.config
-        return MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=config.getoption("--bench-min-time"),
+        return MeasureSettings(rounds=config.getoption("--bench-rounds"), min_time=self.session.min_time,
                                max_rounds=config.getoption("--bench-max-rounds"), device=self.session.device,
-                               same_outputs=not is_profile(self.session.model_source), cuda_devices=self._cuda_devices())
+                               same_outputs=not is_profile(self.session.model_source), cuda_devices=self._cuda_devices(),
+                               count_instructions=config.getoption("--bench-timer") == "instructions")
 
     def _record(self, group, variant, loaded: LoadedModel, output: PipelineOutput, speed: Speed,
                 reference_rounds: list[float]) -> CaseRecord:
@@ -645,7 +689,7 @@ class BenchCase:
                 record.metadata["decode"] = efficiency.to_dict()
         if not record.is_reference:
             reference = self.session.records.get(self._case_id(group, self.reference_variant))
-            record.speedup = bootstrap_speedup(reference_rounds, speed.round_seconds)
+            record.speedup = bootstrap_speedup(reference_rounds, speed.judged_seconds)
             shared, differing = differing_items(output, reference.output)
             record.agreement = (shared - len(differing)) / shared if shared else None
         return record
@@ -672,11 +716,13 @@ class BenchCase:
             baseline, match = self.session.baseline_entry(record.case_id)
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
-        factor = self.session.config.getoption("--bench-speed-factor")
-        policy = GatePolicy.for_speed_factor(factor)
+        config = self.session.config
+        policy = replace(GatePolicy.for_speed_factor(config.getoption("--bench-speed-factor")),
+                         strict_env=config.getoption("--bench-strict-env"))
         verdict = judge(record, baseline, reference, policy,
                         neighbours=one_toggle_neighbours(record, self.session.records.values()), noise=match.noise,
-                        machine_scale=match.scale)
+                        machine_scale=match.scale, same_machine=match.same_machine,
+                        environment=environment_findings(match.changes, policy.strict_env))
         self.session.verdicts[record.case_id] = verdict
         return verdict
 
@@ -852,7 +898,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         path = bench_session.baseline_file
         save_baseline(path, bench_session.fingerprint["device_class"], model_id(bench_session.model_source),
                       bench_session.fingerprint, records, config.getoption("--bench-reason"),
-                      current_commit(config.rootpath, ignore=bench_session.baseline_dir))
+                      current_commit(config.rootpath, ignore=bench_session.baseline_dir), min_rounds=GatePolicy().min_rounds)
         bench_session.saved_to = path
 
 
@@ -867,7 +913,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("LLM inference benchmarks: speed and quality")
     terminalreporter.write_line(f"model {model_id(bench_session.model_source)} on {bench_session.fingerprint['device_class']}, "
                                 f"matrix {config.getoption('--bench-matrix')}, at least {config.getoption('--bench-rounds')} "
-                                f"rounds and {config.getoption('--bench-min-time'):g} s of them per variant, "
+                                f"rounds and {bench_session.min_time:g} s of them per variant, "
                                 f"{_threads_line(bench_session)}")
     terminalreporter.write_line(terminal_table(bench_session.diff))
     for line in _machine_lines(bench_session.machine_matches()):

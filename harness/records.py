@@ -32,14 +32,27 @@ class PipelineOutput:
     item_values: list[float] = field(default_factory=list)
 
 
+# The timers a round is timed by (measure.TIMERS says how each is read). Speed is judged on the steadiest the device
+# has: CPU time on a CPU (a neighbour's load shows in wall time, much less in CPU time), synchronized wall time on a GPU.
+WALL, CPU_TIME = "wall", "cpu"
+
+
 @dataclass
 class Speed:
     round_seconds: list[float]  # wall time of each timed round, warm-up excluded
     items_per_round: int
     tokens_per_round: int  # generated tokens, for tokens/s
     peak_memory_bytes: int
-    memory_kind: str  # "cuda_max_allocated" or "cpu_peak_rss"
+    memory_kind: str  # "cuda_max_allocated", "cpu_case_peak" (weights + the rounds' own peak) or "cpu_process_peak_rss"
     warm_up_seconds: float = 0.0  # untimed first run; with compile=on, the compilation (reported apart)
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of each round (the process's), on a CPU
+    timer: str = WALL  # the timer speed is judged on: WALL (round_seconds) or CPU_TIME (cpu_seconds)
+    instructions: list[int] = field(default_factory=list)  # per round, counted under callgrind (--bench-timer instructions)
+
+    @property
+    def judged_seconds(self) -> list[float]:
+        """The rounds as the speed rules read them: by the judged timer."""
+        return self.cpu_seconds if self.timer == CPU_TIME else self.round_seconds
 
     @property
     def median_seconds(self) -> float:

@@ -4,11 +4,14 @@ No I/O here: records in, verdicts out.
 
 Against the baseline (same case id, same device class: the caller guarantees that):
 
+Speed is read by the judged timer (`Speed.judged_seconds`: CPU time on a CPU, synchronized wall time on a GPU); a
+baseline timed by another timer is not judged for speed. On another machine than the baseline's both factors become
+`cross_machine_factor`.
+
 1. speed of a variant: its speedup over the session reference must not fall by more than
-   `speedup_factor`, with non-overlapping bootstrap confidence intervals; where A/A runs have measured
-   the case's noise (`SpeedNoise`), by more than `noise_z` of its standard deviations instead. Once the
-   caller has timed such a regression again in pairs (`CaseRecord.confirmation`), it stands only if the
-   paired speedup falls beyond the same limit;
+   `speedup_factor`; where A/A runs have measured the case's noise (`SpeedNoise`), by more than `noise_z` of its
+   standard deviations instead. Once the caller has timed such a regression again in pairs
+   (`CaseRecord.confirmation`), it stands only if the paired speedup falls beyond the same limit;
 2. speed of the reference variant (no speedup): its median time must not grow by more than
    `time_factor`, with a one-sided Mann-Whitney U test; where both sides timed the calibration workload
    (`machine_speed`), this run's times are first divided by how much slower this machine ran it;
@@ -125,13 +128,15 @@ def _speedup_regressed(ratio: float, baseline: Speedup, noise: SpeedNoise | None
 
 
 def _speedup_finding(current: Speedup, baseline: Speedup, policy: GatePolicy) -> Finding:
+    """Rule 1 by the factor: a speedup that fell by more than `speedup_factor` regresses (a paired re-timing then
+    confirms or clears it); an improvement must clear the factor with non-overlapping intervals as well."""
     message = (
-        f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x "
-        f"(CI {current.low:.1f}-{current.high:.1f} vs {baseline.low:.1f}-{baseline.high:.1f}, "
+        f"speedup {baseline.ratio:.2f}x -> {current.ratio:.2f}x ({100 * (current.ratio / baseline.ratio - 1):+.1f}%, "
+        f"CI {current.low:.2f}-{current.high:.2f}; limit -{100 * (1 - 1 / policy.speedup_factor):.0f}%, "
         f"factor {policy.speedup_factor:g})"
     )
     status = PASSED
-    if _speedup_regressed(current.ratio, baseline, None, policy) and current.high < baseline.low:
+    if _speedup_regressed(current.ratio, baseline, None, policy):
         status = REGRESSED
     elif current.ratio > baseline.ratio * policy.speedup_factor and current.low > baseline.high:
         status = IMPROVED
@@ -181,7 +186,8 @@ def _scaled_rounds(current: CaseRecord, machine_scale: float | None) -> list[flo
     """The current rounds as the baseline's machine would have timed them: divided by how many times slower this
     machine ran the calibration workload (machine_speed)."""
     scale = slower_by(machine_scale)
-    return [t / scale for t in current.speed.round_seconds] if scale else list(current.speed.round_seconds)
+    rounds = current.speed.judged_seconds
+    return [t / scale for t in rounds] if scale else list(rounds)
 
 
 def _time_change(factor: float, machine_scale: float | None) -> str:
@@ -192,13 +198,14 @@ def _time_change(factor: float, machine_scale: float | None) -> str:
 
 
 def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy, machine_scale: float | None) -> Finding:
-    cur, base = _scaled_rounds(current, machine_scale), baseline.speed.round_seconds
+    cur, base = _scaled_rounds(current, machine_scale), baseline.speed.judged_seconds
     factor = float(np.median(cur) / np.median(base))
     slower = factor >= 1.0
     # One-sided in the direction the medians moved: "greater" asks whether current is slower.
     p = float(stats.mannwhitneyu(cur, base, alternative="greater" if slower else "less").pvalue)
     message = (
-        f"median time {_fmt_seconds(baseline.speed.median_seconds)} -> {_fmt_seconds(current.speed.median_seconds)} "
+        f"median {current.speed.timer} time {_fmt_seconds(float(np.median(base)))} -> "
+        f"{_fmt_seconds(float(np.median(current.speed.judged_seconds)))} "
         f"({_time_change(factor, machine_scale)}, Mann-Whitney {_fmt_p(p)}, "
         f"factor {policy.time_factor:g})"
     )
@@ -214,14 +221,12 @@ def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
 
 def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
                              machine_scale: float | None) -> Finding:
-    """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney).
-
-    Noise in the reference's rounds alone can move a ratio of medians; it must not fail a build.
-    """
+    """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney, on the baseline
+    machine's scale): noise in the reference's rounds alone can move a ratio of medians; it must not fail a build."""
     if finding.status == PASSED:
         return finding
     alternative = "greater" if finding.status == REGRESSED else "less"
-    p = float(stats.mannwhitneyu(_scaled_rounds(current, machine_scale), baseline.speed.round_seconds,
+    p = float(stats.mannwhitneyu(_scaled_rounds(current, machine_scale), baseline.speed.judged_seconds,
                                  alternative=alternative).pvalue)
     if p <= policy.speed_alpha + EPS:
         return finding
@@ -257,26 +262,51 @@ def needs_confirmation(verdict: Verdict) -> bool:
 
 
 def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
-                    noise: SpeedNoise | None = None, machine_scale: float | None = None) -> list[Finding]:
+                    noise: SpeedNoise | None = None, machine_scale: float | None = None,
+                    same_machine: bool = True) -> list[Finding]:
     if not policy.judge_speed:
         return [Finding("speed", "baseline", PASSED, "speed not judged: the baseline is from another device class")]
-    rounds = min(len(current.speed.round_seconds), len(baseline.speed.round_seconds))
+    if current.speed.timer != baseline.speed.timer:
+        return [Finding("speed", "baseline", PASSED,
+                        f"speed not judged: the baseline was timed by {baseline.speed.timer} time, this run by "
+                        f"{current.speed.timer} time; save the baseline again")]
+    rounds = min(len(current.speed.judged_seconds), len(baseline.speed.judged_seconds))
     if rounds < policy.min_rounds:
         return [Finding("speed", "baseline", PASSED,
                         f"speed not judged: {rounds} timed round(s) on one side, {policy.min_rounds} needed")]
+    where = ""
+    if not same_machine:
+        policy, noise = policy.on_another_machine(), None
+        where = "; the baseline's machine is another, so only this factor counts"
     if current.speedup is not None and baseline.speedup is not None:
         if _measured_noise(noise, policy) is not None:
             finding = _noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)
         else:
             finding = _confirmed_by_own_rounds(_speedup_finding(current.speedup, baseline.speedup, policy),
                                                current, baseline, policy, machine_scale)
-        return [_confirmed_by_pairs(finding, current, baseline, noise, policy)]
+        finding = _confirmed_by_pairs(finding, current, baseline, noise, policy)
+        return [replace(finding, message=finding.message + where)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to
     # absolute times too (same case, same device class).
-    cur, base = current.speed.round_seconds, baseline.speed.round_seconds
+    cur, base = current.speed.judged_seconds, baseline.speed.judged_seconds
     if not cur or not base or min(cur) <= 0 or min(base) <= 0:
         return [Finding("median_seconds", "baseline", PASSED, "speed not comparable: no timed rounds on one side")]
-    return [_time_finding(current, baseline, policy, machine_scale)]
+    finding = _time_finding(current, baseline, policy, machine_scale)
+    return [replace(finding, message=finding.message + where)]
+
+
+def instruction_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy) -> list[Finding]:
+    """Rule 1b, where both the run and the baseline counted the variant's instructions (--bench-timer
+    instructions): its median count must not grow by more than `instructions_factor`."""
+    now, before = current.speed.instructions, baseline.speed.instructions
+    if not now or not before:
+        return []
+    factor = float(np.median(now) / np.median(before))
+    message = (f"instructions {np.median(before):,.0f} -> {np.median(now):,.0f} a round ({100 * (factor - 1):+.2f}%, "
+               f"factor {policy.instructions_factor:g})")
+    status = REGRESSED if factor > policy.instructions_factor + EPS else (
+        IMPROVED if 1 / factor > policy.instructions_factor + EPS else PASSED)
+    return [Finding("instructions", "baseline", status, message)]
 
 
 # --- work counters -----------------------------------------------------------------------------
@@ -389,12 +419,16 @@ def judge(
     neighbours: Sequence[CaseRecord] = (),
     noise: SpeedNoise | None = None,
     machine_scale: float | None = None,
+    same_machine: bool = True,
+    environment: Sequence[Finding] = (),
 ) -> Verdict:
     """Apply rules 1-5 against the baseline (if any) and rule 6 against the session reference (if any).
 
     `noise` is the case's A/A speed noise stored with its baseline entry, when it has been measured and holds on
     this machine. `machine_scale` is how many times slower this machine ran the calibration workload than the
     baseline's did: absolute times are divided by it before they are compared (None: compared as timed).
+    `same_machine` False: the baseline's machine is another (GatePolicy.on_another_machine). `environment`: the
+    findings on what differs from the baseline's environment (harness.environment), passed through.
 
     Status: REGRESSED if any finding regressed; else NEW without a baseline; else IMPROVED if any
     finding improved; else PASSED.
@@ -404,7 +438,9 @@ def judge(
         findings.append(Finding("baseline", "baseline", NEW,
                                 "not in the baseline yet: record it with --bench-save-baseline or harness accept"))
     else:
-        findings += _speed_findings(current, baseline, policy, noise, machine_scale)
+        findings += _speed_findings(current, baseline, policy, noise, machine_scale, same_machine)
+        findings += instruction_findings(current, baseline, policy)
+        findings += environment
         changes = outputs_changed(current, baseline)
         findings += baseline_findings(current, baseline, policy, changes)
         findings += _counter_findings(current, baseline, outputs_same=not changes)

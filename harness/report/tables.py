@@ -16,8 +16,9 @@ import pandas as pd
 
 from harness.baseline import scrub_paths
 from harness.diff import MISSING, STATUSES, CaseDiff, Diff
+from harness.environment import changes as environment_changes
 from harness.machine_speed import machine_scale
-from harness.records import CaseRecord
+from harness.records import CPU_TIME, WALL, CaseRecord
 from harness.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
 from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
@@ -240,7 +241,16 @@ def source_line(diff: Diff) -> str:
     if scale is not None:
         line += (f"; this machine ({new.fingerprint.get('cpu', 'CPU')}) ran the calibration workload x{scale:.2f} as long "
                  "as the baseline's last save")
+    timers = sorted({case.current.speed.timer for case in diff.cases if case.current is not None})
+    if timers:
+        line += f"; speed judged by {' and '.join(TIMER_WORDS.get(t, t) for t in timers)}"
+    changed = environment_changes(new.fingerprint, diff.old.fingerprint)
+    if changed:
+        line += f"; **environment differs from the baseline's: {'; '.join(changed)}**"
     return line
+
+
+TIMER_WORDS = {CPU_TIME: "CPU time (wall time recorded beside)", WALL: "wall time"}
 
 
 # --- terminal -----------------------------------------------------------------------------------------------
@@ -458,8 +468,14 @@ def timing_label(record: CaseRecord) -> str:
     memory-bandwidth roofline."""
     speed = record.speed
     rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
-    text = (f"median {speed.median_seconds:.4g} s over {len(speed.round_seconds)} rounds ({rounds}); "
-            f"{speed.items_per_round} items and {speed.tokens_per_round} generated tokens per round")
+    text = f"median {speed.median_seconds:.4g} s wall over {len(speed.round_seconds)} rounds ({rounds})"
+    if speed.cpu_seconds:
+        cpu = sorted(speed.cpu_seconds)
+        text += f", CPU time median {cpu[len(cpu) // 2]:.4g} s ({', '.join(f'{s:.4g}' for s in speed.cpu_seconds)})"
+    if speed.instructions:
+        text += f", instructions {', '.join(f'{n:,}' for n in speed.instructions)}"
+    text += (f"; judged by {speed.timer} time; {speed.items_per_round} items and {speed.tokens_per_round} generated "
+             "tokens per round")
     if speed.warm_up_seconds:
         what = "compilation included" if record.variant.get("compile") == "on" else "untimed"
         text += f"; warm-up {speed.warm_up_seconds:.3g} s ({what})"

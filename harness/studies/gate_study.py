@@ -85,7 +85,7 @@ INJECTIONS = (
 
 def metric_kind(metric: str) -> str:
     """The kind of rule a finding's metric belongs to."""
-    if metric in ("speedup", "median_seconds", "speed"):
+    if metric in ("speedup", "median_seconds", "speed", "instructions"):
         return "speed"
     if metric.startswith("counter"):
         return "counters"
@@ -128,7 +128,8 @@ def run_gate(pytest_args: list[str], baseline: Path) -> dict:
                           "median_seconds": round(record.speed.median_seconds, 4),
                           "rounds": len(record.speed.round_seconds),
                           # every round, so that other rules can be judged on the same runs later
-                          "round_seconds": [round(x, 5) for x in record.speed.round_seconds]}
+                          "round_seconds": [round(x, 5) for x in record.speed.round_seconds],
+                          "timer": record.speed.timer, "cpu_seconds": [round(x, 5) for x in record.speed.cpu_seconds]}
     return {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exit_code": completed.returncode,
             "seconds": round(seconds, 1), "cpu": cpu_model(), "fingerprint": results.fingerprint,
             "pytest_args": pytest_args, "cases": cases}
@@ -155,9 +156,9 @@ def run_aa(log: Path, runs: int, pytest_args: list[str], baseline: Path) -> None
               f"{summary['seconds']} s", flush=True)
 
 
-def slowdown_levels(case_ids: list[str], run_index: int) -> dict[str, float]:
-    """Each case's slowdown in one run: the levels rotate, so over len(LEVELS) runs every case gets each once."""
-    return {case_id: LEVELS[(run_index + position) % len(LEVELS)] for position, case_id in enumerate(sorted(case_ids))}
+def slowdown_levels(case_ids: list[str], run_index: int, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:
+    """Each case's slowdown in one run: the levels rotate, so over len(levels) runs every case gets each once."""
+    return {case_id: levels[(run_index + position) % len(levels)] for position, case_id in enumerate(sorted(case_ids))}
 
 
 def run_slowdowns(log: Path, runs: int, pytest_args: list[str], baseline: Path) -> None:
