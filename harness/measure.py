@@ -299,7 +299,7 @@ def _result(state: _SideRounds, settings: MeasureSettings) -> tuple[PipelineOutp
         peak_memory_bytes=int(peak),
         memory_kind=kind,
         warm_up_seconds=float(state.warm_up_seconds),
-        cpu_seconds=[float(s) for s in state.cpu_seconds] if on_cpu else [],
+        cpu_seconds=[float(s) for s in state.cpu_seconds],
         instructions=list(state.instructions),
         timer=judged_timer(settings.device),
     )

@@ -45,7 +45,7 @@ class Speed:
     peak_memory_bytes: int
     memory_kind: str  # "cuda_max_allocated", "cpu_case_peak" (weights + the rounds' own peak) or "cpu_process_peak_rss"
     warm_up_seconds: float = 0.0  # untimed first run; with compile=on, the compilation (reported apart)
-    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of each round (the process's), on a CPU
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of each round (the process's, every thread's)
     timer: str = WALL  # the timer speed is judged on: WALL (round_seconds) or CPU_TIME (cpu_seconds)
     instructions: list[int] = field(default_factory=list)  # per round, counted under callgrind (--bench-timer instructions)
 

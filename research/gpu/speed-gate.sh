@@ -26,6 +26,22 @@ PY
     echo "study exit $? at $SECONDS s"
     python3 research/speed_gate_study.py report "$OUT/speed-gate-h100.jsonl" | tail -30
     ;;
+  study2)
+    # the embedded model's two short headroom cases, 8 runs; then the 1B profile's decode and detection cases saved
+    file=baselines/$device_class/embedded-reference.json
+    cases=(-k "test_eval_headroom and (gpqa or context_qa)")
+    timeout -k 10 300 python3 research/speed_gate_study.py run --runs 8 --levels 0,0.25 \
+      --log "$OUT/speed-gate-h100-short.jsonl" --baseline "$file" -- --bench-device cuda "${cases[@]}"
+    echo "study exit $? at $SECONDS s"
+    python3 research/speed_gate_study.py report "$OUT/speed-gate-h100-short.jsonl" | tail -14
+    file=baselines/$device_class/random-llama-3.2-1b.json
+    rm -f "$file"
+    timeout -k 10 $((565 - SECONDS)) python3 -m pytest --benchmark --bench-device cuda --bench-model random:llama-3.2-1b \
+      -p no:cacheprovider -k "decode or detection" --bench-save-baseline --bench-report "$OUT/save-1b-a.md" \
+      --bench-reason "the default gate with 3 timed rounds a variant, so that every case judges speed" > "$OUT/save-1b-a.log" 2>&1
+    echo "save-1b-a exit $? at $SECONDS s"; tail -25 "$OUT/save-1b-a.log" | cut -c1-200
+    cp "$file" "$OUT/random-llama-3.2-1b.json"
+    ;;
   save-1b-a|save-1b-b)
     file=baselines/$device_class/random-llama-3.2-1b.json
     [[ $1 == save-1b-a ]] && { rm -f "$file"; sel="eval or decode or detection"; } || sel="scoring or search"
