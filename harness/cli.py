@@ -96,7 +96,7 @@ def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> 
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = read_results(args.old), read_results(args.new)
-    policy = replace(GatePolicy.for_speed_factor(args.speed_factor), strict_env=args.strict_env)
+    policy = replace(GatePolicy.for_speed_factor(args.speed_factor, new.device_class), strict_env=args.strict_env)
     diff = compare(old, new, policy, cross_device=args.cross_device)
     _emit(diff, args)
     return _verdict_code(diff, args, args.allow_missing)

@@ -114,7 +114,7 @@ def compare(
     (`missing_within_groups_run`), and of those only the variants its matrix has (`matrix_labels`: per
     pipeline, the labels it parametrized; `--bench-matrix all-on` leaves out the leave-one-out variants).
     """
-    policy = policy or GatePolicy.for_speed_factor()
+    policy = policy or GatePolicy.for_speed_factor(device_class=new.device_class)
     speed_judged = True
     if old is not None:
         _check_comparable(old, new, cross_device)

@@ -84,9 +84,10 @@ class InstructionCounter:
     The process must run under callgrind with collection off at start (COMMAND says how); each round switches it on
     and dumps a part file, whose `summary:` line is the round's count."""
 
-    OUT_DIR = ".bench-callgrind"
-    COMMAND = ("valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=.bench-callgrind/callgrind.out.%p "
-               "python -m pytest --benchmark --bench-timer instructions -k CASE")
+    OUT_DIR = ".bench-callgrind"  # callgrind opens its output file at start: this folder must exist before it runs
+    COMMAND = ("mkdir -p .bench-callgrind && valgrind --tool=callgrind --collect-atstart=no "
+               "--callgrind-out-file=.bench-callgrind/callgrind.out.%p python -m pytest --benchmark --bench-timer "
+               "instructions -k CASE")
 
     @staticmethod
     def unavailable_reason() -> str | None:

@@ -41,7 +41,7 @@ from harness.report import SUPPORTED_SUFFIXES, terminal_table, write_report
 from harness.report.tables import ACCEPT_HINT
 from harness.results import MACHINE_KEY, RECORD_KEY, RUN, VERDICT_KEY, ResultSet, baseline_results, verdict_to_dict
 from harness.environment import environment_findings
-from harness.policy import CROSS_MACHINE_FACTOR, DEFAULT_TIME_FACTOR
+from harness.policy import CROSS_MACHINE_FACTOR, DEFAULT_TIME_FACTOR, GPU_SPEED_FACTOR, GPU_TIME_FACTOR
 from harness.verdict import (DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy, Verdict, bootstrap_speedup,
                              cleared_by_pairs, judge, needs_confirmation, one_toggle_neighbours)
 
@@ -70,8 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "the machine cannot stall every step), or a number")
     group.addoption("--bench-speed-factor", type=float, default=None, metavar="FACTOR",
                     help=f"a variant's speedup, and the reference's own time, may move by at most this factor (default: "
-                         f"{DEFAULT_SPEED_FACTOR:g} for a speedup, {DEFAULT_TIME_FACTOR:g} for a time, {CROSS_MACHINE_FACTOR:g} "
-                         "on another machine than the baseline's; docs/verdict.md gives their measured power)")
+                         f"{DEFAULT_SPEED_FACTOR:g} for a speedup and {DEFAULT_TIME_FACTOR:g} for a time on a CPU, "
+                         f"{GPU_SPEED_FACTOR:g} and {GPU_TIME_FACTOR:g} on a GPU, {CROSS_MACHINE_FACTOR:g} on another "
+                         "machine than the baseline's; docs/verdict.md gives their measured power)")
     group.addoption("--bench-timer", default="auto", choices=("auto", "instructions"),
                     help="auto (default): speed judged by CPU time on a CPU and synchronized wall time on a GPU, wall "
                          "time recorded beside; instructions: count each round's instructions under valgrind's callgrind "
@@ -717,7 +718,8 @@ class BenchCase:
         except BaselineError as error:
             pytest.fail(str(error), pytrace=False)
         config = self.session.config
-        policy = replace(GatePolicy.for_speed_factor(config.getoption("--bench-speed-factor")),
+        policy = replace(GatePolicy.for_speed_factor(config.getoption("--bench-speed-factor"),
+                                                     self.session.fingerprint["device_class"]),
                          strict_env=config.getoption("--bench-strict-env"))
         verdict = judge(record, baseline, reference, policy,
                         neighbours=one_toggle_neighbours(record, self.session.records.values()), noise=match.noise,

@@ -15,6 +15,11 @@ EPS = 1e-9
 # held to zero false alarms with (docs/verdict.md, "Speed").
 DEFAULT_SPEED_FACTOR = 1.15  # a variant's speedup over its reference may fall by at most this factor
 DEFAULT_TIME_FACTOR = 1.25  # the reference's own time (scaled by the machine calibration on a CPU) may grow by this
+# On a GPU the embedded model's cases are launch-bound: their wall time follows the host CPU, which no calibration
+# tracks there. On one H100 a reference's time moved up to x1.98 between runs minutes apart, and a variant's speedup
+# fell by up to 24.6% with nothing changed (research/gpu/logs/speed-gate-h100-*.jsonl).
+GPU_SPEED_FACTOR = 1.35
+GPU_TIME_FACTOR = 2.5
 # On another machine than the baseline's (another CPU model or generation, or one that runs the calibration workload
 # more than machine_speed.SAME_SPEED_FACTOR apart) a speedup moves by itself: bitsandbytes' nf4 variants lost 24-47%
 # of theirs from one CPU model to another. There only a halving is judged.
@@ -84,9 +89,14 @@ class GatePolicy:
     strict_env: bool = False  # a difference from the baseline's environment fails (--bench-strict-env)
 
     @classmethod
-    def for_speed_factor(cls, factor: float | None = None) -> GatePolicy:
-        """The gate's policy; a `factor` given replaces both speed factors (None: the measured defaults)."""
-        return cls() if factor is None else cls(speedup_factor=factor, time_factor=factor)
+    def for_speed_factor(cls, factor: float | None = None, device_class: str = "cpu") -> GatePolicy:
+        """The gate's policy on a device class; a `factor` given replaces both speed factors (None: the measured
+        defaults of the device: the CPU's, or the GPU's for a cuda-* class)."""
+        if factor is not None:
+            return cls(speedup_factor=factor, time_factor=factor)
+        if device_class.startswith("cuda"):
+            return cls(speedup_factor=GPU_SPEED_FACTOR, time_factor=GPU_TIME_FACTOR)
+        return cls()
 
     def on_another_machine(self) -> GatePolicy:
         """The policy for a baseline measured on another machine: speed changes count only beyond the cross factor."""

@@ -114,6 +114,38 @@ def aa_lines(runs: list[dict], rows: list[dict]) -> list[str]:
     return lines
 
 
+FACTORS = (1.15, 1.25, 1.35, 1.5, 2.0)
+
+
+def within_speed_table(runs: list[dict]) -> list[str]:
+    """The factor rule on the first measurement alone, judged within one machine speed: every variant-run against
+    each other run of the same variant at 0% whose calibration lies within SAME_SPEED_FACTOR of its own (a
+    baseline saved at that speed), the share whose speedup fell by more than each factor."""
+    from harness.machine_speed import SAME_SPEED_FACTOR
+
+    def close(a: dict, b: dict) -> bool:
+        ca, cb = a["fingerprint"].get("calibration_seconds"), b["fingerprint"].get("calibration_seconds")
+        return bool(ca and cb) and 1 / SAME_SPEED_FACTOR <= ca / cb <= SAME_SPEED_FACTOR
+
+    drops: dict[float, list[float]] = {}
+    for i, run_i in enumerate(runs):
+        for case_id, level in run_i.get("slowdowns", {}).items():
+            now = run_i["cases"].get(case_id, {}).get("speedup")
+            for j, run_j in enumerate(runs):
+                then = run_j["cases"].get(case_id, {}).get("speedup")
+                if i != j and run_j.get("slowdowns", {}).get(case_id) == 0 and now and then and close(run_i, run_j):
+                    drops.setdefault(level, []).append(math.log(then / now))
+    if not drops:
+        return ["too few runs at one machine speed"]
+    lines = ["| slowdown | pairs of runs | " + " | ".join(f"fell by more than x{f:g}" for f in FACTORS) + " |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in FACTORS) + " |"]
+    for level in sorted(drops):
+        values = drops[level]
+        cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
+        lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def smallest_caught(rows: list[dict]) -> str:
     tried = sorted({r["level"] for r in rows if r["level"]})
     caught = [level for level in tried if all(r["speed"] for r in rows if r["level"] == level)]
@@ -142,6 +174,13 @@ def report(logs: list[Path]) -> str:
                 f"Each run: `pytest --benchmark` (the default gate) with the slowdowns injected{f' and `{args}`' if args else ''}.", ""]
         out += aa_lines(runs, rows) + [""] + level_table(rows) + [""]
         out += [f"The smallest slowdown caught in every run it was tried: **{smallest_caught(rows)}**.", ""]
+        calibrations = sorted(r["fingerprint"].get("calibration_seconds") or 0 for r in runs)
+        if calibrations[-1]:
+            out += [f"Within one machine speed (the calibration workload took {calibrations[0] * 1e3:.1f}-"
+                    f"{calibrations[-1] * 1e3:.1f} ms over these runs): each variant-run against each other run of "
+                    "the same variant at 0% whose calibration lies within x1.25 of its own, as against a baseline "
+                    "saved at that speed; the first measurement alone, before the own-rounds test and the pairs:", ""]
+            out += within_speed_table(runs) + [""]
     return "\n".join(out)
 
 

@@ -206,6 +206,13 @@ def run_cases(pytester: pytest.Pytester, trouble: str, *args: str) -> pytest.Run
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-rounds", "1", *args)
 
 
+def test_a_save_with_fewer_rounds_than_speed_needs_is_refused_before_any_work(pytester: pytest.Pytester) -> None:
+    result = run_cases(pytester, "pass", "--bench-save-baseline", "--bench-reason", "too few rounds")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*fewer than 3 timed rounds a variant cannot judge speed; give --bench-rounds 3 or more*"])
+    assert not (pytester.path / "baselines").exists()
+
+
 def test_out_of_memory_fails_its_case_and_the_others_go_on(pytester: pytest.Pytester) -> None:
     result = run_cases(pytester, 'raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")')
     result.assert_outcomes(passed=3, failed=1)
@@ -224,7 +231,7 @@ def test_a_hung_case_hits_its_time_limit_and_the_others_go_on(pytester: pytest.P
 def test_a_run_stopped_by_sigterm_still_reports_and_saves_the_cases_it_finished(pytester: pytest.Pytester) -> None:
     # what `timeout` or a CI runner does to a run that is taking too long
     stop = '__import__("os").kill(__import__("os").getpid(), __import__("signal").SIGTERM)'
-    result = run_cases(pytester, stop, "--bench-save-baseline", "--bench-reason", "stopped on purpose")
+    result = run_cases(pytester, stop, "--bench-save-baseline", "--bench-reason", "stopped on purpose", "--bench-rounds", "3")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     # a case's variants are measured together, their rounds interleaved: the stopped case's reference goes with it
     result.stdout.fnmatch_lines(["*the run was interrupted: the 2 case(s) measured before it are reported and saved*"])
