@@ -439,8 +439,9 @@ def test_two_workers_cases_end_up_in_one_report_and_one_baseline_save(pytester: 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
     monkeypatch.setenv("EXPECTED_PINS", json.dumps({"gw0": "GPU-aaaa", "gw1": "GPU-bbbb"}))
     report = pytester.path / "report.json"
-    result = _run(pytester, "-n", "2", "--dist", "loadscope", "-v", "--bench-save-baseline", "--bench-reason", "two workers",
-                  "--bench-report", str(report))
+    # a save needs 3 timed rounds
+    result = _run(pytester, "-n", "2", "--dist", "loadscope", "-v", "--bench-rounds", "3", "--bench-save-baseline",
+                  "--bench-reason", "two workers", "--bench-report", str(report))
     result.assert_outcomes(passed=4)
     # each worker ran one file's cases
     result.stdout.fnmatch_lines_random(["[[]gw0[]]*PASSED*", "[[]gw1[]]*PASSED*"])

@@ -96,7 +96,7 @@ def test_a_cold_first_round_is_named_in_the_run_notes_and_the_details(pytester):
 def test_plain_run_skips_bench_cases_with_reason(pytester):
     _write_case(pytester)
     result = pytester.runpytest_subprocess("-rs")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=3)  # the default (all-on) matrix: the reference, all on, kv_cache alone
     result.stdout.fnmatch_lines(["*runs with pytest --benchmark*"])
 
 
@@ -109,7 +109,9 @@ def test_save_needs_a_reason(pytester):
 
 def test_save_then_compare_passes_and_keeps_reason(pytester):
     _write_case(pytester)
-    saved = _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first record")
+    # the leave-one-out matrix (4 variants), saved over the 3 rounds a baseline needs; compared at 1 round below
+    saved = _run(pytester, "--benchmark", "--bench-matrix", "leave-one-out", "--bench-rounds", "3", "--bench-save-baseline",
+                 "--bench-reason", "first record")
     saved.assert_outcomes(passed=4)
     saved.stdout.fnmatch_lines(["*LLM inference benchmarks*", "*eval[[]context_qa|reference]*new*", "*baselines saved to*"])
     data = _baseline(pytester)
@@ -119,8 +121,8 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
     assert data["history"][-1]["reason"] == "first record"
 
     report, markdown, pytest_benchmark = (pytester.path / name for name in ("report.json", "report.md", "bench.json"))
-    compared = _run(pytester, "--benchmark", "--bench-report", str(report), "--bench-report", str(markdown),
-                    "--benchmark-json", str(pytest_benchmark))
+    compared = _run(pytester, "--benchmark", "--bench-matrix", "leave-one-out", "--bench-report", str(report),
+                    "--bench-report", str(markdown), "--benchmark-json", str(pytest_benchmark))
     compared.assert_outcomes(passed=4)
     statuses = {c["record"]["case_id"]: c["verdict"]["status"] for c in json.loads(report.read_text())["cases"]}
     assert "new" not in statuses.values() and "regressed" not in statuses.values()
@@ -208,17 +210,20 @@ def _speedup_messages(report: Path, case_id: str) -> list[str]:
 
 def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
     _write_case(pytester)
-    _run(pytester, "--benchmark", "--bench-save-baseline", "--bench-reason", "first", "-k", "reference"
-         ).assert_outcomes(passed=1)
+    _run(pytester, "--benchmark", "--bench-rounds", "3", "--bench-save-baseline", "--bench-reason", "first", "-k",
+         "reference").assert_outcomes(passed=1)
     path = pytester.path / "baselines" / "cpu" / "embedded-reference.json"
     data = json.loads(path.read_text())
     speed = data["cases"]["eval[context_qa|reference]"]["record"]["speed"]
-    # As if the baseline had been 10x slower, over the 3 rounds a speed verdict needs (with a little spread).
-    speed["round_seconds"] = [10 * speed["round_seconds"][0] * f for f in (1.0, 1.02, 0.98)]
+    # As if the baseline had been 10x slower, over the 3 rounds a speed verdict needs (with a little spread), by the
+    # CPU time it is judged on and the wall time recorded beside.
+    assert speed["timer"] == "cpu"
+    for timer in ("cpu_seconds", "round_seconds"):
+        speed[timer] = [10 * speed[timer][0] * f for f in (1.0, 1.02, 0.98)]
     path.write_text(json.dumps(data))
     ratcheted = _run(pytester, "--benchmark", "-k", "reference", "--bench-rounds", "3", "--bench-min-time", "0", "--bench-ratchet")
     ratcheted.assert_outcomes(failed=1)
-    ratcheted.stdout.fnmatch_lines(["*eval[[]context_qa|reference]: median time *(x0.*[[]vs baseline]",
+    ratcheted.stdout.fnmatch_lines(["*eval[[]context_qa|reference]: median cpu time *(x0.*[[]vs baseline]",
                                     "the baseline is stale (--bench-ratchet): accept the new figures with harness accept*"])
 
 
@@ -276,7 +281,7 @@ def test_the_run_names_what_each_paired_re_timing_said() -> None:
 
 def test_early_stop_that_cuts_answers_fails_against_the_reference(pytester):
     _write_case(pytester, max_new_tokens_with_early_stop=1)  # the answer never fits
-    result = _run(pytester, "--benchmark")
+    result = _run(pytester, "--benchmark", "--bench-matrix", "leave-one-out")  # early_stop=on alone and with kv_cache
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["*eval[[]context_qa|*early_stop=on]: fidelity: *early_stop must preserve every answer, "
                                  "but */* differ from the reference*"])
@@ -287,7 +292,7 @@ def test_corrupt_baseline_fails_cases_with_the_fix(pytester):
     path = pytester.path / "baselines" / "cpu"
     path.mkdir(parents=True)
     (path / "embedded-reference.json").write_text("{not json")
-    result = _run(pytester, "--benchmark")
+    result = _run(pytester, "--benchmark", "--bench-matrix", "leave-one-out")
     result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines(["*embedded-reference.json*not valid JSON*"])
     assert (path / "embedded-reference.json").read_text() == "{not json"  # nothing overwritten
@@ -308,13 +313,15 @@ def test_flash(bench):
 def test_injected_regressions_are_caught_and_never_saved(pytester):
     pytest.importorskip("bitsandbytes")
     _write_case(pytester)
-    _run(pytester, "--benchmark", "-k", "reference", "--bench-save-baseline", "--bench-reason", "clean").assert_outcomes(passed=1)
+    _run(pytester, "--benchmark", "-k", "reference", "--bench-rounds", "3", "--bench-save-baseline", "--bench-reason", "clean"
+         ).assert_outcomes(passed=1)
     quantized = _run(pytester, "--benchmark", "-k", "reference", "--bench-inject", "quantize=nf4")
     quantized.assert_outcomes(failed=1)
     quantized.stdout.fnmatch_lines(["*model changed vs the baseline: * quantization none -> * quantization bitsandbytes-nf4*",
                                     "note: regressions injected on purpose (--bench-inject quantize=nf4)*"])
 
-    refused = _run(pytester, "--benchmark", "--bench-inject", "slowdown=0.5", "--bench-save-baseline", "--bench-reason", "x")
+    refused = _run(pytester, "--benchmark", "--bench-inject", "slowdown=0.5", "--bench-rounds", "3", "--bench-save-baseline",
+                   "--bench-reason", "x")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*must not become baselines; drop --bench-save-baseline*"])
     unknown = _run(pytester, "--benchmark", "--bench-inject", "faster=2")
@@ -341,7 +348,7 @@ def test_turns(bench):
 
 def test_the_first_item_of_a_case_times_all_its_variants_in_turns(pytester):
     pytester.makepyfile(test_turns=TURNS)
-    result = _run(pytester, "--benchmark", "--bench-rounds", "3", "--bench-min-time", "0")
+    result = _run(pytester, "--benchmark", "--bench-rounds", "3", "--bench-min-time", "0", "--bench-matrix", "leave-one-out")
     result.assert_outcomes(passed=4)
     calls = (pytester.path / "calls.log").read_text().split()
     items, variants = calls[::2], calls[1::2]

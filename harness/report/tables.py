@@ -9,6 +9,8 @@ the same figures; the JSON writer's own module is planned.
 
 from __future__ import annotations
 
+import statistics
+
 import math
 from typing import Any
 
@@ -470,8 +472,8 @@ def timing_label(record: CaseRecord) -> str:
     rounds = ", ".join(f"{s:.4g}" for s in speed.round_seconds)
     text = f"median {speed.median_seconds:.4g} s wall over {len(speed.round_seconds)} rounds ({rounds})"
     if speed.cpu_seconds:
-        cpu = sorted(speed.cpu_seconds)
-        text += f", CPU time median {cpu[len(cpu) // 2]:.4g} s ({', '.join(f'{s:.4g}' for s in speed.cpu_seconds)})"
+        text += (f", CPU time median {statistics.median(speed.cpu_seconds):.4g} s "
+                 f"({', '.join(f'{s:.4g}' for s in speed.cpu_seconds)})")
     if speed.instructions:
         text += f", instructions {', '.join(f'{n:,}' for n in speed.instructions)}"
     text += (f"; judged by {speed.timer} time; {speed.items_per_round} items and {speed.tokens_per_round} generated "

@@ -175,8 +175,8 @@ def run_slowdowns(log: Path, runs: int, pytest_args: list[str], baseline: Path) 
 @cache
 def node_ids(case_ids: tuple[str, ...]) -> list[str]:
     """The pytest node ids of bench cases, by case id (`eval[math|kv_cache=on]` -> `...test_eval[kv_cache=on-math]`)."""
-    listed = subprocess.run([sys.executable, "-m", "pytest", "--benchmark", "--collect-only", "-q", "-p", "no:cacheprovider"],
-                            capture_output=True, text=True).stdout.splitlines()
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--benchmark", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "--bench-matrix", "leave-one-out"], capture_output=True, text=True).stdout.splitlines()
     nodes = []
     for case_id in case_ids:
         pipeline, rest = case_id.split("[", 1)
@@ -193,7 +193,9 @@ def run_injections(log: Path, runs: int, pytest_args: list[str], baseline: Path)
     for index in range(len(logged_runs(log)), runs):
         for injection in INJECTIONS:
             specs = [arg for spec in injection.specs for arg in ("--bench-inject", spec)]
-            summary = run_gate([*specs, "--bench-rounds", "1", *pytest_args, *node_ids(injection.targets)], baseline)
+            # the targets are collected from the leave-one-out matrix (node_ids): the run takes the same one
+            summary = run_gate([*specs, "--bench-rounds", "1", "--bench-matrix", "leave-one-out", *pytest_args,
+                                *node_ids(injection.targets)], baseline)
             summary["injection"] = injection.name
             _append(log, summary)
             print(f"injection run {index + 1}/{runs}, {injection.name}: caught {caught(summary, injection)}", flush=True)
