@@ -3,8 +3,8 @@
     mkdir -p .bench-callgrind && valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=.bench-callgrind/callgrind.out.%p \\
         python research/instruction_counts.py
 
-One eval round of the embedded model (gpqa, 4 items, the cache on, fp32, one torch thread) is counted 5 times, then
-5 times with the slowdown injection the gate study uses (a busy wait of 25% of the round's CPU time after it), each
+One eval round of the embedded model (gpqa, 1 item, the cache on, fp32, one torch thread) is counted 3 times, then
+3 times with the slowdown injection the gate study uses (a busy wait of 25% of the round's CPU time after it), each
 round through harness.measure's InstructionCounter, as `--bench-timer instructions` does.
 """
 
@@ -32,7 +32,7 @@ def main() -> None:
     Path(InstructionCounter.OUT_DIR).mkdir(exist_ok=True)
     torch.set_num_threads(1)
     loaded = ModelCache().get(LoadSpec("embedded", "cpu", "float32"))
-    items = generate_suite("gpqa", n=4, seed=0)
+    items = generate_suite("gpqa", n=1, seed=0)
     settings = EvalSettings.from_variant({"kv_cache": "on"}, SUITES["gpqa"].max_new_tokens)
 
     def run():
@@ -42,7 +42,7 @@ def main() -> None:
     counter = InstructionCounter()
     for label, call in (("as is", run), ("slowed 25%", slowed(run, 0.25, cpu_time=True))):
         counts = []
-        for _ in range(5):
+        for _ in range(3):
             counter.start()
             call()
             counts.append(counter.stop())

@@ -117,6 +117,22 @@ def aa_lines(runs: list[dict], rows: list[dict]) -> list[str]:
 FACTORS = (1.15, 1.25, 1.35, 1.5, 2.0)
 
 
+def factor_table(rows: list[dict]) -> list[str]:
+    """The factor rule on the first measurement alone against the committed baseline: the share of variant-runs
+    whose speedup fell by more than each factor (before the own-rounds test, the pairs and the another-machine rule)."""
+    by_level: dict[float, list[float]] = {}
+    for r in rows:
+        if r["level"] is not None and r["drop"] is not None:
+            by_level.setdefault(r["level"], []).append(r["drop"])
+    lines = ["| slowdown | variant-runs | " + " | ".join(f"fell by more than x{f:g}" for f in FACTORS) + " |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in FACTORS) + " |"]
+    for level in sorted(by_level):
+        values = by_level[level]
+        cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
+        lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def within_speed_table(runs: list[dict]) -> list[str]:
     """The factor rule on the first measurement alone, judged within one machine speed: every variant-run against
     each other run of the same variant at 0% whose calibration lies within SAME_SPEED_FACTOR of its own (a
@@ -146,6 +162,41 @@ def within_speed_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def time_rule_table(runs: list[dict], baseline: Path) -> list[str]:
+    """The reference-time rule judged again from the logged rounds at several factors, as the gate judges it: this
+    run's judged rounds divided by how much slower this machine ran the calibration, a one-sided Mann-Whitney
+    p <= 0.05, and the median's growth beyond the factor. Every reference of every run is an A/A measurement."""
+    import json
+
+    from scipy import stats
+
+    cases = json.loads(baseline.read_text(encoding="utf-8"))["cases"]
+    growths = []
+    for summary in runs:
+        for case_id, case in summary["cases"].items():
+            entry = cases.get(case_id)
+            if not case_id.endswith("|reference]") or entry is None:
+                continue
+            speed = entry["record"]["speed"]
+            before = speed["cpu_seconds"] if speed.get("timer") == "cpu" else speed["round_seconds"]
+            now = case["cpu_seconds"] if case.get("timer") == "cpu" else case["round_seconds"]
+            ran, saved = summary["fingerprint"].get("calibration_seconds"), entry.get("fingerprint", {}).get("calibration_seconds")
+            scale = ran / saved if ran and saved and ran > saved else 1.0
+            now = [t / scale for t in now]
+            growth = statistics.median(now) / statistics.median(before)
+            p = stats.mannwhitneyu(now, before, alternative="greater").pvalue
+            growths.append((growth, p <= 0.05 + 1e-9))
+    if not growths:
+        return ["no reference rounds logged"]
+    factors = (1.25, 1.5, 2.0, 2.5)
+    lines = [f"The reference-time rule judged again from the logged rounds ({len(growths)} reference-runs, nothing "
+             f"changed; before the another-machine rule; the largest growth x{max(g for g, _ in growths):.2f}, the smallest x{min(g for g, _ in growths):.2f}):", "",
+             "| time factor | " + " | ".join(f"x{f:g}" for f in factors) + " |",
+             "| --- | " + " | ".join("---:" for _ in factors) + " |",
+             "| false alarms | " + " | ".join(str(sum(1 for g, sig in growths if sig and g > f)) for f in factors) + " |"]
+    return lines
+
+
 def smallest_caught(rows: list[dict]) -> str:
     tried = sorted({r["level"] for r in rows if r["level"]})
     caught = [level for level in tried if all(r["speed"] for r in rows if r["level"] == level)]
@@ -161,7 +212,7 @@ def machine_line(runs: list[dict]) -> str:
             f"a run; a run took {statistics.median(seconds):.0f} s (median), {seconds[0]:.0f}-{seconds[-1]:.0f} s")
 
 
-def report(logs: list[Path]) -> str:
+def report(logs: list[Path], baseline: Path | None = None) -> str:
     out = ["# The speed gate study", "", "Written by `python research/speed_gate_study.py report` from "
            + ", ".join(f"`{log}`" for log in logs) + ".", ""]
     for log in logs:
@@ -169,18 +220,23 @@ def report(logs: list[Path]) -> str:
         if not runs:
             continue
         rows = _observations(runs)
-        args = " ".join(runs[-1]["pytest_args"][-6:]) if runs[-1]["pytest_args"] else ""
+        given = runs[-1]["pytest_args"]
+        args = " ".join(a for i, a in enumerate(given) if a != "--bench-inject" and (i == 0 or given[i - 1] != "--bench-inject"))
         out += [f"## `{log}`", "", machine_line(runs), "",
                 f"Each run: `pytest --benchmark` (the default gate) with the slowdowns injected{f' and `{args}`' if args else ''}.", ""]
         out += aa_lines(runs, rows) + [""] + level_table(rows) + [""]
         out += [f"The smallest slowdown caught in every run it was tried: **{smallest_caught(rows)}**.", ""]
+        out += ["The factor rule on the first measurement alone against the baseline, at other factors (before the "
+                "own-rounds test, the pairs and the another-machine rule):", ""] + factor_table(rows) + [""]
         calibrations = sorted(r["fingerprint"].get("calibration_seconds") or 0 for r in runs)
-        if calibrations[-1]:
+        if calibrations[0]:
             out += [f"Within one machine speed (the calibration workload took {calibrations[0] * 1e3:.1f}-"
                     f"{calibrations[-1] * 1e3:.1f} ms over these runs): each variant-run against each other run of "
                     "the same variant at 0% whose calibration lies within x1.25 of its own, as against a baseline "
                     "saved at that speed; the first measurement alone, before the own-rounds test and the pairs:", ""]
             out += within_speed_table(runs) + [""]
+        if baseline is not None and baseline.exists():
+            out += time_rule_table(runs, baseline) + [""]
     return "\n".join(out)
 
 
@@ -198,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("report", help="the tables of the logs, as Markdown")
     command.add_argument("logs", type=Path, nargs="+")
     command.add_argument("--out", type=Path)
+    command.add_argument("--baseline", type=Path, help="the baseline the runs were judged against: the time rule judged again")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.log, args.runs, extra, args.baseline, tuple(float(x) for x in args.levels.split(",")))
     else:
-        text = report(args.logs)
+        text = report(args.logs, args.baseline)
         if args.out:
             args.out.write_text(text + "\n", encoding="utf-8")
         print(text)

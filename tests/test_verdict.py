@@ -274,12 +274,12 @@ def test_noisy_but_equal_a_a_pair_passes() -> None:
     assert verdict.status == PASSED
 
 
-def test_two_x_slowdown_with_separated_rounds_regresses() -> None:
+def test_a_two_and_a_half_x_slowdown_with_separated_rounds_regresses() -> None:
     baseline = make_record(rounds=[1.19, 1.20, 1.21])
-    current = make_record(rounds=[2.38, 2.40, 2.42])
+    current = make_record(rounds=[2.98, 3.00, 3.02])
     finding = only(judge(current, baseline, None).findings, "median_seconds")
     assert finding.status == REGRESSED
-    assert finding.message == "median wall time 1.20s -> 2.40s (x2.00, Mann-Whitney p=0.050, factor 1.25)"
+    assert finding.message == "median wall time 1.20s -> 3.00s (x2.50, Mann-Whitney p=0.050, factor 2)"
 
 
 def test_a_slower_machine_is_taken_out_of_the_reference_time_before_it_is_judged() -> None:
@@ -288,9 +288,9 @@ def test_a_slower_machine_is_taken_out_of_the_reference_time_before_it_is_judged
     finding = only(judge(current, baseline, None, machine_scale=1.9).findings, "median_seconds")
     assert finding.status == PASSED
     assert finding.message == ("median wall time 1.20s -> 2.40s (x2.00 as timed, x1.05 scaled by this machine's x1.90 on "
-                               "the calibration, Mann-Whitney p=0.050, factor 1.25)")
-    # The control: a 3x slower reference on that machine is still a regression.
-    slower = make_record(rounds=[3.57, 3.60, 3.63])
+                               "the calibration, Mann-Whitney p=0.050, factor 2)")
+    # The control: a 4.8x slower reference on that machine (x2.5 scaled) is still a regression.
+    slower = make_record(rounds=[5.70, 5.72, 5.74])
     assert only(judge(slower, baseline, None, machine_scale=1.9).findings, "median_seconds").status == REGRESSED
 
 
@@ -323,7 +323,7 @@ def test_one_noisy_round_does_not_fail_the_build() -> None:
 
 
 def test_two_x_speedup_of_the_reference_improves() -> None:
-    baseline = make_record(rounds=[2.0, 2.1, 2.2])
+    baseline = make_record(rounds=[2.5, 2.6, 2.7])
     current = make_record(rounds=[1.0, 1.05, 1.1])
     finding = only(judge(current, baseline, None).findings, "median_seconds")
     assert finding.status == IMPROVED
