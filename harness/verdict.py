@@ -219,21 +219,6 @@ def _time_finding(current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
     return Finding("median_seconds", "baseline", status, message)
 
 
-def _confirmed_by_own_rounds(finding: Finding, current: CaseRecord, baseline: CaseRecord, policy: GatePolicy,
-                             machine_scale: float | None) -> Finding:
-    """A speedup change counts only if the variant's own rounds moved that way too (Mann-Whitney, on the baseline
-    machine's scale): noise in the reference's rounds alone can move a ratio of medians; it must not fail a build."""
-    if finding.status == PASSED:
-        return finding
-    alternative = "greater" if finding.status == REGRESSED else "less"
-    p = float(stats.mannwhitneyu(_scaled_rounds(current, machine_scale), baseline.speed.judged_seconds,
-                                 alternative=alternative).pvalue)
-    if p <= policy.speed_alpha + EPS:
-        return finding
-    return replace(finding, status=PASSED,
-                   message=f"{finding.message}; not confirmed by the variant's own rounds (Mann-Whitney {_fmt_p(p)})")
-
-
 def _confirmed_by_pairs(finding: Finding, current: CaseRecord, baseline: CaseRecord, noise: SpeedNoise | None,
                         policy: GatePolicy) -> Finding:
     """A speedup regression stands only if the paired re-timing (`CaseRecord.confirmation`) falls beyond the
@@ -282,8 +267,7 @@ def _speed_findings(current: CaseRecord, baseline: CaseRecord, policy: GatePolic
         if _measured_noise(noise, policy) is not None:
             finding = _noise_speedup_finding(current.speedup, baseline.speedup, noise, policy)
         else:
-            finding = _confirmed_by_own_rounds(_speedup_finding(current.speedup, baseline.speedup, policy),
-                                               current, baseline, policy, machine_scale)
+            finding = _speedup_finding(current.speedup, baseline.speedup, policy)
         finding = _confirmed_by_pairs(finding, current, baseline, noise, policy)
         return [replace(finding, message=finding.message + where)]
     # The reference variant has no speedup; a variant whose baseline lacks one falls back to

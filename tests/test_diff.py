@@ -59,12 +59,12 @@ def test_a_slowed_variant_regresses_on_its_speedup() -> None:
 
 
 def test_speed_noise_judges_only_on_the_cpu_it_was_learned_on() -> None:
-    # a 30% slower variant: beyond a 2% noise's limit (10%) on the CPU it was learned on; elsewhere (the baseline's
-    # fingerprint names no CPU, so the machine counts as the same) the factor rule judges it, and fails it too
+    # a 30% slower variant: beyond a 2% noise's limit (10%) on the CPU it was learned on; elsewhere the factor rule
+    # judges it, and a 23% lower speedup is within its 1.5
     tight = SpeedNoise(center=0.0, spread=0.02, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
     old = recorded()
     old.speed_noise = {ALL_ON: (tight,)}
-    for cpu, expected in (("AMD EPYC", REGRESSED), ("Intel(R) Xeon(R) Processor", REGRESSED)):
+    for cpu, expected in (("AMD EPYC", REGRESSED), ("Intel(R) Xeon(R) Processor", PASSED)):
         run = slowed(as_run(recorded()), ALL_ON, 1.3)
         run.fingerprint = {**run.fingerprint, "cpu": cpu}
         case = next(c for c in compare(old, run).cases if c.case_id == ALL_ON)

@@ -38,11 +38,10 @@ def test_the_verdict_carries_the_environment_finding() -> None:
     assert verdict.status == REGRESSED and "environment differs" in verdict.message
 
 
-def test_another_cpu_or_a_machine_far_slower_at_the_calibration_is_another_machine() -> None:
+def test_another_cpu_model_or_generation_is_another_machine_and_another_calibration_is_not() -> None:
     assert same_machine(SAVED, SAVED)
     assert not same_machine({**SAVED, "cpu_arch": "family 25 model 17, avx512"}, SAVED)
-    assert not same_machine({**SAVED, "calibration_seconds": 0.03}, SAVED)  # x1.5 the calibration's time
-    assert same_machine({**SAVED, "calibration_seconds": 0.022}, SAVED)
+    assert same_machine({**SAVED, "calibration_seconds": 0.03}, SAVED)  # the VM's other speed: times are scaled instead
     assert same_machine({"device_class": "cuda-h100-80gb-hbm3", "cpu": "other"}, {"cpu": "Intel"})
     match = match_machine((), {**SAVED, "cpu": "AMD EPYC", "torch": "3.0"}, SAVED)
     assert not match.same_machine and "torch 2.13.0+cpu -> 3.0" in match.changes
@@ -51,7 +50,7 @@ def test_another_cpu_or_a_machine_far_slower_at_the_calibration_is_another_machi
 def test_on_another_machine_a_speedup_is_held_only_to_the_cross_machine_factor() -> None:
     from harness.records import Speedup
     baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
-    current = make_record({"kv_cache": "on"}, rounds=[1.4, 1.4, 1.4], speedup=Speedup(3.0, 2.9, 3.1))  # -25%
+    current = make_record({"kv_cache": "on"}, rounds=[1.4, 1.4, 1.4], speedup=Speedup(2.5, 2.4, 2.6))  # -37.5%
     same = next(f for f in judge(current, baseline, None).findings if f.metric == "speedup")
     other = next(f for f in judge(current, baseline, None, same_machine=False).findings if f.metric == "speedup")
     assert same.status == REGRESSED

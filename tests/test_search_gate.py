@@ -57,11 +57,10 @@ def test_silent_fallback_to_no_cache_fails_on_counters_and_speedup(pytester):
     # one pair re-times each speed regression: enough to show that the pairs see it too
     injected = pytester.runpytest_subprocess(*cases, "--bench-confirm-pairs", "1")
     injected.assert_outcomes(passed=1, failed=2)  # the two variants with kv_cache=on
-    # factor 1.15 on the baseline's machine; 2 where the calibration workload ran more than 1.25x apart from the
-    # save's (a neighbour process sharing the CPU can do that), which then says so after the paired round
+    # factor 1.5 on the baseline's CPU model (the machine this test saves on)
     injected.stdout.re_match_lines([
-        r"search\[aime\|kv_cache=on,batching=dynamic\]: speedup \S+x -> \S+x \(.*CI.*factor (1\.15|2)\); "
-        r"confirmed by 1 paired round: \S+x(; the baseline's machine is another, so only this factor counts)? \[vs baseline\]$",
+        r"search\[aime\|kv_cache=on,batching=dynamic\]: speedup \S+x -> \S+x \(.*CI.*factor 1\.5\); "
+        r"confirmed by 1 paired round: \S+x \[vs baseline\]$",
         r"search\[aime\|kv_cache=on,batching=dynamic\]: counter recomputed_tokens 0 -> \d+ \(from zero\) \[vs baseline\]$",
         r"search\[aime\|kv_cache=on\]: ",
     ])

@@ -171,9 +171,9 @@ def test_aa_runs_faster_than_the_baseline_do_not_make_the_gate_stricter() -> Non
 def test_noise_from_too_few_runs_falls_back_to_the_factor_rule() -> None:
     few = SpeedNoise(center=0.0, spread=0.01, runs=3, measured="x")
     baseline = make_record({"kv_cache": "on"}, speedup=Speedup(4.0, 3.9, 4.1))
-    current = make_record({"kv_cache": "on"}, rounds=[1.3, 1.3, 1.3], speedup=Speedup(3.0, 2.9, 3.1))  # -25%
+    current = make_record({"kv_cache": "on"}, rounds=[1.3, 1.3, 1.3], speedup=Speedup(2.5, 2.4, 2.6))  # -37.5%
     finding = only(judge(current, baseline, None, noise=few).findings, "speedup")
-    assert finding.status == REGRESSED and "factor 1.15" in finding.message and "A/A noise" not in finding.message
+    assert finding.status == REGRESSED and "factor 1.5" in finding.message and "A/A noise" not in finding.message
 
 
 def _paired(ratio: float, pairs: int = 3) -> Confirmation:
@@ -238,7 +238,7 @@ def test_speedup_collapse_regresses_with_message() -> None:
     verdict = judge(current, baseline, None)
     finding = only(verdict.findings, "speedup")
     assert finding.status == REGRESSED
-    assert finding.message == "speedup 5.10x -> 2.30x (-54.9%, CI 2.10-2.50; limit -13%, factor 1.15)"
+    assert finding.message == "speedup 5.10x -> 2.30x (-54.9%, CI 2.10-2.50; limit -33%, factor 1.5)"
     assert verdict.status == REGRESSED
     assert verdict.message.startswith("eval[math|kv_cache=on]: speedup 5.10x -> 2.30x")
 
@@ -249,15 +249,15 @@ def test_speedup_drop_within_factor_passes() -> None:
     assert only(judge(current, baseline, None).findings, "speedup").status == PASSED
 
 
-def test_speedup_drop_with_overlapping_intervals_passes() -> None:
-    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.0, 3.0))
-    current = make_record({"kv_cache": "on"}, speedup=Speedup(1.2, 0.9, 1.5))
+def test_a_speedup_drop_within_the_factor_passes_whatever_its_interval() -> None:
+    baseline = make_record({"kv_cache": "on"}, speedup=Speedup(2.0, 1.9, 2.1))
+    current = make_record({"kv_cache": "on"}, speedup=Speedup(1.4, 1.3, 1.5))  # -30%, within the factor's -33%
     assert only(judge(current, baseline, None).findings, "speedup").status == PASSED
 
 
 def test_speedup_gain_improves() -> None:
     baseline = make_record({"kv_cache": "on"}, rounds=[1.50, 1.52, 1.54], speedup=Speedup(2.0, 1.9, 2.1))
-    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.0, 2.8, 3.2))
+    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.2, 3.1, 3.3))
     verdict = judge(current, baseline, None)
     assert only(verdict.findings, "speedup").status == IMPROVED
     assert verdict.status == IMPROVED
@@ -292,20 +292,6 @@ def test_a_slower_machine_is_taken_out_of_the_reference_time_before_it_is_judged
     # The control: a 4.8x slower reference on that machine (x2.5 scaled) is still a regression.
     slower = make_record(rounds=[5.70, 5.72, 5.74])
     assert only(judge(slower, baseline, None, machine_scale=1.9).findings, "median_seconds").status == REGRESSED
-
-
-def test_a_speedup_drop_is_confirmed_by_the_variants_own_rounds_on_the_baseline_machines_scale() -> None:
-    baseline = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(5.1, 4.8, 5.4))
-    current = make_record({"kv_cache": "on"}, rounds=[2.20, 2.22, 2.24], speedup=Speedup(2.3, 2.1, 2.5))
-    # as timed, the variant's own rounds are slower too: the drop stands
-    assert only(judge(current, baseline, None).findings, "speedup").status == REGRESSED
-    # ... but on a machine 2.2x slower at the calibration, its rounds did not move on the baseline's scale
-    assert only(judge(current, baseline, None, machine_scale=2.2).findings, "speedup").status == PASSED
-    # a faster calibration is not held against the rounds: it never makes them look slower
-    unmoved = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(2.3, 2.1, 2.5))
-    assert only(judge(unmoved, baseline, None, machine_scale=0.5).findings, "speedup").status == PASSED
-    assert "as timed" not in only(judge(make_record(rounds=[1.0, 1.01, 1.02]), make_record(rounds=[1.0, 1.01, 1.02]),
-                                        None, machine_scale=0.5).findings, "median_seconds").message
 
 
 def test_slowdown_below_factor_passes_even_when_significant() -> None:
@@ -662,7 +648,7 @@ def test_reference_with_a_different_item_set_is_not_comparable() -> None:
 
 def test_regression_outranks_improvement() -> None:
     baseline = make_record({"kv_cache": "on"}, rounds=[1.50, 1.52, 1.54], speedup=Speedup(2.0, 1.9, 2.1), scores=binary_scores(200, 142))
-    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.0, 2.8, 3.2), scores=binary_scores(200, 104))
+    current = make_record({"kv_cache": "on"}, rounds=[1.00, 1.02, 1.04], speedup=Speedup(3.2, 3.1, 3.3), scores=binary_scores(200, 104))
     verdict = judge(current, baseline, None)
     assert only(verdict.findings, "speedup").status == IMPROVED
     assert verdict.status == REGRESSED
@@ -720,15 +706,6 @@ def test_one_round_is_never_judged_for_speed() -> None:
     assert verdict.status == PASSED
     assert any("speed not judged" in f.message for f in verdict.findings)
 
-
-
-def test_speedup_drop_from_reference_noise_alone_is_not_confirmed() -> None:
-    """The ratio fell, but the variant's own rounds did not slow down: the reference was noisy."""
-    baseline = make_record({"kv_cache": "on"}, rounds=[1.0, 1.01, 1.02], speedup=Speedup(5.1, 4.8, 5.4))
-    current = make_record({"kv_cache": "on"}, rounds=[1.0, 1.01, 1.02], speedup=Speedup(2.3, 2.1, 2.5))
-    finding = only(judge(current, baseline, None).findings, "speedup")
-    assert finding.status == PASSED
-    assert "not confirmed by the variant's own rounds" in finding.message
 
 
 def test_a_cold_first_round_is_noted_but_never_fails() -> None:
