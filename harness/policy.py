@@ -17,7 +17,7 @@ EPS = 1e-9
 # 29.3% (-0.35 in log) from its baseline's with nothing changed, across the VM's two speeds (the speed gate study).
 DEFAULT_SPEED_FACTOR = 1.5
 # The reference's own time (scaled by the machine calibration on a CPU) may grow by this: on the 2-core VM a
-# reference's CPU time moved from 0.57x to 1.53x its baseline's with nothing changed, the calibration notwithstanding.
+# reference's CPU time moved from 0.57x to 1.68x its baseline's with nothing changed, the calibration notwithstanding.
 DEFAULT_TIME_FACTOR = 2.0
 # On a GPU the embedded model's cases are launch-bound: their wall time follows the host CPU, which no calibration
 # tracks there. On one H100 a reference's time moved up to x1.98 between runs minutes apart, and a variant's speedup

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.policy import DEFAULT_SPEED_FACTOR  # noqa: E402
 from harness.studies.gate_study import (DEFAULT_BASELINE, _append, baseline_speedups, logged_runs, run_gate,  # noqa: E402
                                         slowdown_levels)
 
@@ -130,6 +131,18 @@ def factor_table(rows: list[dict]) -> list[str]:
         values = by_level[level]
         cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
         lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
+    factor = DEFAULT_SPEED_FACTOR
+    alarms = [r for r in rows if r["drop"] is not None and r["drop"] > math.log(factor)]
+    timed = [r for r in alarms if r["paired_drop"] is not None]
+    kept = [r for r in timed if r["paired_drop"] > math.log(factor)]
+    cleared = [r for r in timed if r not in kept]
+
+    def levels(chosen: list[dict]) -> str:
+        return ", ".join(f"{r['level']:.0%}" for r in chosen) or "none"
+
+    lines += ["", f"At x{factor:g} (the CPU gate's factor), {len(alarms)} first measurements fell beyond it; {len(timed)} of "
+              "them were re-timed in pairs in these runs (the runs re-timed only what their own rules flagged), and the "
+              f"pairs confirmed {len(kept)} (slowed by {levels(kept)}) and cleared {len(cleared)} (slowed by {levels(cleared)})."]
     return lines
 
 
