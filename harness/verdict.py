@@ -28,7 +28,7 @@ Against the session reference (for every variant but the reference itself), and 
 
 Every metric is treated as higher-is-better (accuracy, AUC, decision accuracy, reward).
 
-One piece past 400 lines: the speed rules (factor, A/A noise, paired confirmation) are one rule with its
+One piece past 400 lines: the speed rules (factor, A/A noise, paired confirmation, instructions) are one rule with its
 fallbacks; the quality rules live in harness.quality.
 """
 

@@ -118,19 +118,25 @@ def aa_lines(runs: list[dict], rows: list[dict]) -> list[str]:
 FACTORS = (1.15, 1.25, 1.35, 1.5, 2.0)
 
 
+def drops_table(drops: dict[float, list[float]], counted: str) -> list[str]:
+    """Per slowdown level, the share of log speedup drops beyond each of FACTORS."""
+    lines = [f"| slowdown | {counted} | " + " | ".join(f"fell by more than x{f:g}" for f in FACTORS) + " |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in FACTORS) + " |"]
+    for level in sorted(drops):
+        values = drops[level]
+        cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
+        lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def factor_table(rows: list[dict]) -> list[str]:
     """The factor rule on the first measurement alone against the committed baseline: the share of variant-runs
-    whose speedup fell by more than each factor (before the own-rounds test, the pairs and the another-machine rule)."""
+    whose speedup fell by more than each factor (before the pairs and the another-machine rule)."""
     by_level: dict[float, list[float]] = {}
     for r in rows:
         if r["level"] is not None and r["drop"] is not None:
             by_level.setdefault(r["level"], []).append(r["drop"])
-    lines = ["| slowdown | variant-runs | " + " | ".join(f"fell by more than x{f:g}" for f in FACTORS) + " |",
-             "| ---: | ---: | " + " | ".join("---:" for _ in FACTORS) + " |"]
-    for level in sorted(by_level):
-        values = by_level[level]
-        cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
-        lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
+    lines = drops_table(by_level, "variant-runs")
     factor = DEFAULT_SPEED_FACTOR
     alarms = [r for r in rows if r["drop"] is not None and r["drop"] > math.log(factor)]
     timed = [r for r in alarms if r["paired_drop"] is not None]
@@ -166,13 +172,7 @@ def within_speed_table(runs: list[dict]) -> list[str]:
                     drops.setdefault(level, []).append(math.log(then / now))
     if not drops:
         return ["too few runs at one machine speed"]
-    lines = ["| slowdown | pairs of runs | " + " | ".join(f"fell by more than x{f:g}" for f in FACTORS) + " |",
-             "| ---: | ---: | " + " | ".join("---:" for _ in FACTORS) + " |"]
-    for level in sorted(drops):
-        values = drops[level]
-        cells = [f"{sum(d > math.log(f) for d in values) / len(values):.0%}" for f in FACTORS]
-        lines.append(f"| {'0% (A/A)' if level == 0 else f'{level:.0%}'} | {len(values)} | " + " | ".join(cells) + " |")
-    return lines
+    return drops_table(drops, "pairs of runs")
 
 
 def time_rule_table(runs: list[dict], baseline: Path) -> list[str]:
@@ -240,13 +240,13 @@ def report(logs: list[Path], baseline: Path | None = None) -> str:
         out += aa_lines(runs, rows) + [""] + level_table(rows) + [""]
         out += [f"The smallest slowdown caught in every run it was tried: **{smallest_caught(rows)}**.", ""]
         out += ["The factor rule on the first measurement alone against the baseline, at other factors (before the "
-                "own-rounds test, the pairs and the another-machine rule):", ""] + factor_table(rows) + [""]
+                "pairs and the another-machine rule):", ""] + factor_table(rows) + [""]
         calibrations = sorted(r["fingerprint"].get("calibration_seconds") or 0 for r in runs)
         if calibrations[0]:
             out += [f"Within one machine speed (the calibration workload took {calibrations[0] * 1e3:.1f}-"
                     f"{calibrations[-1] * 1e3:.1f} ms over these runs): each variant-run against each other run of "
                     "the same variant at 0% whose calibration lies within x1.25 of its own, as against a baseline "
-                    "saved at that speed; the first measurement alone, before the own-rounds test and the pairs:", ""]
+                    "saved at that speed; the first measurement alone, before the pairs:", ""]
             out += within_speed_table(runs) + [""]
         if baseline is not None and baseline.exists():
             out += time_rule_table(runs, baseline) + [""]
