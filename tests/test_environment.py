@@ -131,7 +131,8 @@ import sys
 from harness.measure import InstructionCounter, MeasureSettings, measure
 from harness.records import PipelineOutput
 import torch
-x = torch.randn(64, 64)
+torch.set_num_threads(1)  # one thread: the count does not depend on how the work is split
+x = torch.randn(128, 128) / 128
 
 def run(steps):
     y = x
@@ -141,7 +142,7 @@ def run(steps):
 
 assert InstructionCounter.unavailable_reason() is None, InstructionCounter.unavailable_reason()
 settings = MeasureSettings(rounds=3, device="cpu", count_instructions=True)
-counts = [measure(lambda: run(steps), lambda: None, settings)[1].instructions for steps in (10, 20)]
+counts = [measure(lambda: run(steps), lambda: None, settings)[1].instructions for steps in (20, 40)]
 print("COUNTS", counts)
 """
 
@@ -168,10 +169,10 @@ def test_instruction_counts_under_callgrind_repeat_and_grow_with_the_work(tmp_pa
     line = next(l for l in result.stdout.splitlines() if l.startswith("COUNTS"))
     small, large = eval(line.removeprefix("COUNTS "))
     assert len(small) == len(large) == 3 and min(small) > 0
-    # Twice the matmuls, about twice the instructions. A workload this small (about a million instructions) moves by
-    # hundreds of thousands between rounds (the interpreter's and the allocator's first-call paths); a real case's
-    # billions do not notice them.
-    assert 1.5 < sorted(large)[1] / sorted(small)[1] < 2.5
+    # Twice the matmuls, about twice the instructions. The interpreter's and the allocator's first-call paths add a
+    # few hundred thousand instructions that do not double, so the ratio is loose; a real case's billions do not
+    # notice them.
+    assert 1.5 < sorted(large)[1] / sorted(small)[1] < 2.5, (small, large)
 
 
 def test_the_instruction_timer_outside_callgrind_is_refused_with_the_command() -> None:
