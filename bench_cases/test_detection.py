@@ -12,7 +12,7 @@ TOGGLES = {
     "batching": ["dynamic"],
     "attention": ["sdpa", "flash_attention_2"],  # ES through the recompute path
     # "quantization": ["nf4"] on GPU; on CPU bitsandbytes is slow (nf4 costs this detector 1.5 AUC points, within
-    # quantization's 2-point budget: python -m harness.studies.detection_study quantization).
+    # quantization's 2-point budget: python -m research.studies.detection_study quantization).
 }
 
 
@@ -20,7 +20,7 @@ TOGGLES = {
 def labelled(model, tokenizer):
     # The reference model's answers, labelled once per session: every variant scores the same samples.
     # 400 items, 200 to select heads and layers on and 200 held out: the default gate's time; the selection gets noisy
-    # with fewer (python -m harness.studies.detection_study).
+    # with fewer (python -m research.studies.detection_study).
     return build_samples(model, tokenizer, generate_suite("context_qa", n=400, seed=0))
 
 

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.baseline import BaselineError, baseline_path, current_commit, save_baseline
-from harness.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
+from harness.store.baseline import BaselineError, baseline_path, current_commit, save_baseline
+from harness.gate.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.report import render, terminal_table, write_report
-from harness.results import BASELINE, ResultSet, ResultsError, read_results
-from harness.policy import DEFAULT_TIME_FACTOR
-from harness.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy
+from harness.store.results import BASELINE, ResultSet, ResultsError, read_results
+from harness.gate.policy import DEFAULT_TIME_FACTOR
+from harness.gate.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy
 
 
 

@@ -85,7 +85,7 @@ class Confirmation:
 
     The speedup is the median of the pairs' ratios: a machine that changes speed slows both rounds of a pair
     alike. The first measurement takes a case's variants in turns, but the turns of a case with many variants
-    span minutes, where a pair's two rounds follow one another (`harness.studies.pairing_study`).
+    span minutes, where a pair's two rounds follow one another (`research.studies.pairing_study`).
     """
 
     pairs: list[list[float]]  # [reference seconds, variant seconds] of each pair
@@ -102,7 +102,7 @@ class Confirmation:
 @dataclass(frozen=True)
 class SpeedNoise:
     """How far a variant's speedup moves between runs when nothing changed, learned from A/A runs of the gate
-    (`python -m harness.studies.gate_study calibrate`) and stored with the case's baseline entry."""
+    (`python -m research.studies.gate_study calibrate`) and stored with the case's baseline entry."""
 
     center: float  # mean of log(baseline speedup / run speedup) over the A/A runs
     spread: float  # its standard deviation

@@ -10,7 +10,7 @@ import importlib.util
 import itertools
 from dataclasses import dataclass
 
-# Fidelity classes, strictest first: what a variant owes the reference variant (the gate's rules: harness.quality).
+# Fidelity classes, strictest first: what a variant owes the reference variant (the gate's rules: harness.gate.quality).
 EXACT, ANSWER, TOLERANCE, BUDGETED = "exact", "answer-preserving", "tolerance", "budgeted"
 FIDELITY_CLASSES = (EXACT, ANSWER, TOLERANCE, BUDGETED)
 LOAD, RUN = "load", "run"

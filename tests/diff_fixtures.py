@@ -15,10 +15,10 @@ import copy
 import json
 from pathlib import Path
 
-from harness.baseline import save_baseline
+from harness.store.baseline import save_baseline
 from harness.records import CaseRecord
-from harness.results import MACHINE_KEY, RECORD_KEY, ResultSet, read_results
-from harness.verdict import bootstrap_speedup
+from harness.store.results import MACHINE_KEY, RECORD_KEY, ResultSet, read_results
+from harness.gate.verdict import bootstrap_speedup
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded-cpu-baseline.json"
 ALL_ON = "eval[math|kv_cache=on,early_stop=on,batching=dynamic,attention=sdpa]"
@@ -91,7 +91,7 @@ def write_baseline(results: ResultSet, path: Path, reason: str = "recorded fixtu
 
 
 def write_report_json(results: ResultSet, path: Path) -> Path:
-    from harness.diff import compare
+    from harness.gate.diff import compare
     from harness.report import write_report
 
     write_report(path, compare(None, results))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.answers import (
+from harness.tasks.answers import (
     extract_answer,
     extract_boxed,
     extract_choice,

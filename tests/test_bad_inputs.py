@@ -24,11 +24,11 @@ import torch
 from transformers import DistilBertConfig, DistilBertModel, LlamaConfig, LlamaForCausalLM
 
 from harness import toggles
-from harness.baseline import save_baseline
-from harness.embedded import REFERENCE_MODEL
-from harness.models import LoadSpec, ModelLoadError, _ensure_pad_token, load_model, model_path, resolve_device
+from harness.store.baseline import save_baseline
+from harness.models.embedded import REFERENCE_MODEL
+from harness.models.loading import LoadSpec, ModelLoadError, _ensure_pad_token, load_model, model_path, resolve_device
 from harness.plugin import check_options
-from harness.verdict import NEW, judge
+from harness.gate.verdict import NEW, judge
 
 from diff_fixtures import recorded
 
@@ -242,7 +242,7 @@ def test_a_run_stopped_by_sigterm_still_reports_and_saves_the_cases_it_finished(
 def test_the_sigterm_handler_is_undone_after_the_run_and_never_replaces_anothers() -> None:
     import signal
 
-    from harness.guard import restore_sigterm, stop_on_sigterm
+    from harness.measure.guard import restore_sigterm, stop_on_sigterm
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     stop_on_sigterm()

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness import baseline as baseline_module
-from harness.baseline import (
+from harness.store import baseline as baseline_module
+from harness.store.baseline import (
     SCHEMA_VERSION,
     BaselineError,
     baseline_path,
@@ -400,7 +400,7 @@ def test_scrub_leaves_relative_paths_and_other_values_alone() -> None:
 
 
 def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_again(path: Path) -> None:
-    from harness.baseline import speed_noise_of, store_speed_noise
+    from harness.store.baseline import speed_noise_of, store_speed_noise
     from harness.records import SpeedNoise
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on"), make_record("eval[math|reference]")])
@@ -419,7 +419,7 @@ def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_
 
 
 def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() -> None:
-    from harness.baseline import match_machine
+    from harness.store.baseline import match_machine
     from harness.records import SpeedNoise
 
     stored_before = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="2026-12-01 to 2026-12-01, AMD EPYC (2 cores)")
@@ -450,7 +450,7 @@ def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() 
 
 
 def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
-    from harness.machine_speed import calibration_seconds, machine_scale
+    from harness.measure.machine_speed import calibration_seconds, machine_scale
 
     here = calibration_seconds()
     assert here > 0 and calibration_seconds() == here  # timed once per process
@@ -461,7 +461,7 @@ def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
 
 
 def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed() -> None:
-    from harness.baseline import match_machine
+    from harness.store.baseline import match_machine
     from harness.records import SpeedNoise
 
     # A baseline saved on an Intel Xeon whose calibration took 16.6 ms, judged on an AMD EPYC that takes 12.9 ms.
@@ -483,7 +483,7 @@ def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed()
 
 
 def test_speed_noise_of_one_cpu_in_files_before_per_cpu_noise_still_reads(path: Path) -> None:
-    from harness.baseline import speed_noise_of
+    from harness.store.baseline import speed_noise_of
     from harness.records import SpeedNoise
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])

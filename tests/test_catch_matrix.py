@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from harness.inject import InjectionError, parse_injections
+from harness.measure.inject import InjectionError, parse_injections
 
 CASES = Path(__file__).parent / "catch_cases" / "cases.py"
 RUN = (sys.executable, "-m", "pytest", str(CASES), "--benchmark", "--bench-rounds", "1", "--bench-min-time", "0",
@@ -110,7 +110,7 @@ def test_a_clean_run_passes(baseline: Path) -> None:
 
 @pytest.mark.parametrize("bug", [
     pytest.param(bug, id=bug.spec, marks=pytest.mark.skipif(_missing(bug.spec), reason=f"--bench-inject {bug.spec} "
-                                                            "is not in harness.inject yet"))
+                                                            "is not in harness.measure.inject yet"))
     for bug in BUGS
 ])
 def test_the_gate_catches(baseline: Path, bug: Bug) -> None:

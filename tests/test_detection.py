@@ -15,7 +15,7 @@ from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.models import LoadSpec, load_model
+from harness.models.loading import LoadSpec, load_model
 from harness.pipelines.detection import (
     AttentionWeightsUnavailable,
     DetectionSettings,

@@ -28,11 +28,11 @@ from diff_fixtures import (
     write_report_json,
 )
 from harness.cli import main
-from harness.diff import EXIT_OK, EXIT_REGRESSED, EXIT_STALE, EXIT_USAGE, MISSING, compare
+from harness.gate.diff import EXIT_OK, EXIT_REGRESSED, EXIT_STALE, EXIT_USAGE, MISSING, compare
 from harness.records import SpeedNoise
 from harness.report import markdown_report
-from harness.results import read_results
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
+from harness.store.results import read_results
+from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 WRITERS = {"report": write_report_json, "pytest-benchmark": write_pytest_benchmark_json}
 
@@ -161,7 +161,7 @@ def test_the_all_on_matrix_is_the_reference_and_every_toggle_on() -> None:
 
 
 def test_another_device_class_is_refused_unless_asked_and_then_speed_is_not_judged() -> None:
-    from harness.diff import DiffRefused
+    from harness.gate.diff import DiffRefused
 
     gpu_run = on_device(slowed(as_run(recorded()), ALL_ON, 4.0), "cuda-h100-80gb-hbm3")
     with pytest.raises(DiffRefused, match=r"absolute times do not transfer across device classes.*--cross-device"):
@@ -172,7 +172,7 @@ def test_another_device_class_is_refused_unless_asked_and_then_speed_is_not_judg
 
 
 def test_another_model_is_refused() -> None:
-    from harness.diff import DiffRefused
+    from harness.gate.diff import DiffRefused
 
     other = as_run(recorded())
     other.model_id = "org--other-model"

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from harness.embedded import REFERENCE_MODEL, SIBLING_MODEL
-from harness.embedded.corpus import Example
-from harness.embedded.evaluate import SuiteScore, score_suite
-from harness.embedded.tokenizer import build_tokenizer
-from harness.embedded.train import IGNORE_INDEX, TrainSettings, encode_batch, learning_rate_at, targets_met, train
+from harness.models.embedded import REFERENCE_MODEL, SIBLING_MODEL
+from research.embedded.corpus import Example
+from research.embedded.evaluate import SuiteScore, score_suite
+from harness.models.embedded.tokenizer import build_tokenizer
+from research.embedded.train import IGNORE_INDEX, TrainSettings, encode_batch, learning_rate_at, targets_met, train
 from harness.tasks import SUITES, generate_suite
 
 MODELS = {"reference": REFERENCE_MODEL, "sibling": SIBLING_MODEL}

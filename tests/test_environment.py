@@ -4,13 +4,13 @@ import time
 
 import pytest
 
-from harness.baseline import BaselineError, match_machine, save_baseline
-from harness.environment import changes, environment_findings, same_machine
-from harness.measure import MeasureSettings, Side, measure
-from harness.models import checkpoint_hash, model_id
-from harness.policy import PASSED, REGRESSED
+from harness.store.baseline import BaselineError, match_machine, save_baseline
+from harness.measure.environment import changes, environment_findings, same_machine
+from harness.measure.timing import MeasureSettings, Side, measure
+from harness.models.loading import checkpoint_hash, model_id
+from harness.gate.policy import PASSED, REGRESSED
 from harness.records import CPU_TIME, WALL, PipelineOutput
-from harness.verdict import judge
+from harness.gate.verdict import judge
 from test_verdict import make_record
 
 SAVED = {"device_class": "cpu", "torch": "2.13.0+cpu", "transformers": "5.25.0", "bitsandbytes": "0.50.2",
@@ -99,7 +99,7 @@ def test_the_side_resident_bytes_count_in_the_cpu_peak() -> None:
     def run() -> PipelineOutput:
         return PipelineOutput({"accuracy": 1.0}, {}, ["a"], [1.0], ["x"])
 
-    from harness.measure import measure_interleaved
+    from harness.measure.timing import measure_interleaved
     ((_, speed),) = measure_interleaved([Side("x", run, lambda: None, resident_bytes=10**9)],
                                         MeasureSettings(rounds=3, device="cpu"))
     if speed.memory_kind == "cpu_case_peak":
@@ -128,7 +128,7 @@ def test_a_save_with_too_few_rounds_is_refused_before_anything_is_written(tmp_pa
 
 VALGRIND_SCRIPT = """
 import sys
-from harness.measure import InstructionCounter, MeasureSettings, measure
+from harness.measure.timing import InstructionCounter, MeasureSettings, measure
 from harness.records import PipelineOutput
 import torch
 torch.set_num_threads(1)  # one thread: the count does not depend on how the work is split
@@ -153,7 +153,7 @@ def test_instruction_counts_under_callgrind_repeat_and_grow_with_the_work(tmp_pa
     import sys
     from pathlib import Path
 
-    from harness.measure import InstructionCounter
+    from harness.measure.timing import InstructionCounter
 
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed (apt-get install valgrind)")
@@ -176,7 +176,7 @@ def test_instruction_counts_under_callgrind_repeat_and_grow_with_the_work(tmp_pa
 
 
 def test_the_instruction_timer_outside_callgrind_is_refused_with_the_command() -> None:
-    from harness.measure import InstructionCounter
+    from harness.measure.timing import InstructionCounter
 
     reason = InstructionCounter.unavailable_reason()
     assert reason is not None and ("valgrind" in reason)

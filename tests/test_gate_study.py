@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
-from harness.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
+from research.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
                                         metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
                                         estimator_table, gate_command, spread_sources_table, timing_table)
 
@@ -59,7 +59,7 @@ def test_the_calibration_line_gives_the_spread_of_the_machine_speed_over_the_run
     for logged, seconds in zip(timed, (0.018, 0.015, 0.020)):
         logged["fingerprint"]["calibration_seconds"] = seconds
     line = calibration_line([run("2026-12-01T10:00:00", {"a": case()}), *timed], tmp_path / "absent.json")
-    assert line.startswith("the calibration workload (`harness/machine_speed.py`) over 3 runs: median 18.0 ms, "
+    assert line.startswith("the calibration workload (`harness/measure/machine_speed.py`) over 3 runs: median 18.0 ms, "
                            "15.0-20.0 ms (the slowest x1.33 the fastest); stored noise holds within x1.25 of the median calibration "
                            "of the A/A runs it was learned from")
     assert calibration_line([run("2026-12-01T10:00:00", {"a": case()})], tmp_path / "absent.json").startswith(
@@ -228,8 +228,8 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
 
     from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
 
-    from harness.baseline import load_baseline, speed_noise_of
-    from harness.studies.gate_study import baseline_speedups, calibrate, calibrated_at
+    from harness.store.baseline import load_baseline, speed_noise_of
+    from research.studies.gate_study import baseline_speedups, calibrate, calibrated_at
 
     baseline = tmp_path / "baseline.json"
     shutil.copy(RECORDED, baseline)
@@ -277,7 +277,7 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
 
 
 def test_every_injection_target_is_a_collected_bench_case() -> None:
-    from harness.studies.gate_study import node_ids
+    from research.studies.gate_study import node_ids
 
     targets = tuple(target for injection in INJECTIONS for target in injection.targets)
     nodes = node_ids(targets)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.diff import Diff, compare
+from harness.gate.diff import Diff, compare
 from harness.report import write_report
 from harness.report.tables import ACCEPT_HINT, headline_finding
-from harness.results import ResultSet
-from harness.verdict import REGRESSED, Finding
+from harness.store.results import ResultSet
+from harness.gate.verdict import REGRESSED, Finding
 from diff_fixtures import (
     ALL_ON,
     NO_BATCHING,

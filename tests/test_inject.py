@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
+from harness.measure.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
 from harness.pipelines import eval as eval_pipeline
 
 

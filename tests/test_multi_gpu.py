@@ -17,14 +17,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness import models, workers
-from harness.embedded import REFERENCE_MODEL
-from harness.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
-from harness.models import LoadSpec, ModelLoadError, device_class, fingerprint, load_model
-from harness.placement import (Placement, PlacementError, check_placement, layout_of, parse_max_memory,
+from harness.models import loading as models
+from harness.plugin import workers
+from harness.models.embedded import REFERENCE_MODEL
+from harness.plugin.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
+from harness.models.loading import LoadSpec, ModelLoadError, device_class, fingerprint, load_model
+from harness.models.placement import (Placement, PlacementError, check_placement, layout_of, parse_max_memory,
                                placement_from_options)
 from harness.records import CaseRecord, PipelineOutput, Speed
-from harness.verdict import NEW, PASSED, Verdict
+from harness.gate.verdict import NEW, PASSED, Verdict
 
 pytest_plugins = ["pytester"]
 
@@ -371,7 +372,7 @@ def test_a_split_profile_goes_through_from_pretrained_with_the_map(monkeypatch):
 
 
 def test_measure_synchronizes_and_counts_every_gpu_of_a_split(monkeypatch):
-    from harness.measure import MeasureSettings, measure
+    from harness.measure.timing import MeasureSettings, measure
 
     synchronized, reset = [], []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronized.append(device))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from harness.studies.pairing_study import spread, table
+from research.studies.pairing_study import spread, table
 
 
 def test_spread_is_the_sd_of_log_speedups_and_the_table_shows_both_ways() -> None:

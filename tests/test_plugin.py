@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.diff import CaseDiff, Diff
+from harness.gate.diff import CaseDiff, Diff
 from harness.plugin import _confirmation_lines, chosen_warm_up
 from harness.records import CaseRecord, Confirmation, Speedup
-from harness.verdict import PASSED, REGRESSED, Finding, Verdict
+from harness.gate.verdict import PASSED, REGRESSED, Finding, Verdict
 
 pytest_plugins = ["pytester"]
 
@@ -142,7 +142,7 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
 
 
 def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pytester):
-    from harness.baseline import store_speed_noise
+    from harness.store.baseline import store_speed_noise
     from harness.records import SpeedNoise
 
     _write_case(pytester)
@@ -165,7 +165,7 @@ def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pyt
     assert not any("A/A noise" in message for message in _speedup_messages(report, "eval[context_qa|kv_cache=on]"))
 
     # The control: the same noise learned on this run's CPU judges the variant.
-    from harness.models import cpu_model
+    from harness.models.loading import cpu_model
 
     here = SpeedNoise(center=0.0, spread=0.0001, runs=8, measured=f"2026-12-01, {cpu_model()} (2 cores)", cpu=cpu_model())
     store_speed_noise(path, "cpu", "embedded-reference", {"eval[context_qa|kv_cache=on]": here}, "A/A runs here")
@@ -231,7 +231,7 @@ SLOW_MINUTE = """
 from dataclasses import replace
 
 import harness.plugin
-from harness.inject import slowed
+from harness.measure.inject import slowed
 
 _measure_interleaved = harness.plugin.measure_interleaved
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from harness.diff import Diff, compare
+from harness.gate.diff import Diff, compare
 from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
 from harness.report import json_report, markdown_report, summary_frame, terminal_table, write_report
 from harness.report.tables import COLUMNS
-from harness.results import ResultSet, read_results
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED, Finding, Verdict
+from harness.store.results import ResultSet, read_results
+from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED, Finding, Verdict
 
 REFERENCE = {"kv_cache": "off", "early_stop": "off"}
 REGRESSION = "accuracy 0.71 -> 0.52 (-19.0 pts, paired test p<0.001, budget -1.0 pt): stop strings cut the answer"

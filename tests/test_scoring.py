@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.inject import parse_injections, patched_pipelines
-from harness.models import LoadSpec, load_model
+from harness.measure.inject import parse_injections, patched_pipelines
+from harness.models.loading import LoadSpec, load_model
 from harness.pipelines.detection import DetectionSettings, run_detection
 from harness.pipelines.scoring import (
     AUDIT,
@@ -33,10 +33,10 @@ from harness.pipelines.scoring import (
     teacher_force,
 )
 from harness.plugin import BenchCase, BenchSession
-from harness.policy import GatePolicy
+from harness.gate.policy import GatePolicy
 from harness.records import CaseRecord, PipelineOutput, Speed
 from harness.tasks import generate_suite
-from harness.verdict import REGRESSED, judge
+from harness.gate.verdict import REGRESSED, judge
 
 _MODELS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.models import LoadSpec, load_model
+from harness.models.loading import LoadSpec, load_model
 from harness.pipelines import search
 from harness.pipelines.search import Node, SearchSettings, backup, run_search, search_item, soft_value
 from harness.tasks import generate_suite

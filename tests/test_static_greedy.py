@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.models import LoadSpec, load_model
+from harness.models.loading import LoadSpec, load_model
 from harness.pipelines.eval import EvalSettings, RowTracker, count_forward_passes, run_eval
 from harness.pipelines.scoring import ScoringSettings, continuations
 from harness.pipelines.static_greedy import CACHE_LENGTH_STEP, cache_length, greedy_static

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, Speedup
-from harness.verdict import (
+from harness.gate.verdict import (
     IMPROVED,
     NEW,
     PASSED,
@@ -724,7 +724,7 @@ def test_a_cold_first_round_is_noted_but_never_fails() -> None:
 
 
 def test_a_neighbour_pair_is_judged_from_the_side_with_the_toggle_on() -> None:
-    from harness.verdict import neighbour_findings
+    from harness.gate.verdict import neighbour_findings
 
     without = make_record({"early_stop": "on"}, scores=binary_scores(32, 20))
     with_nf4 = make_record({"early_stop": "on", "quantization": "nf4"}, scores=binary_scores(32, 18))

@@ -1,7 +1,7 @@
 """AIME / MATH / GPQA-style accuracy runner: greedy `generate`, answer extraction, per-item results.
 
 Toggles read here: kv_cache, early_stop, batching. Attention and quantization act on the model
-before it arrives (see harness.models).
+before it arrives (see harness.models.loading).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from harness.answers import extract_answer, extract_boxed
+from harness.tasks.answers import extract_answer, extract_boxed
 from harness.pipelines.static_greedy import greedy_static
-from harness.progress import advance
+from harness.pipelines.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 

@@ -27,17 +27,17 @@ from harness.pipelines.cache_api import cache_keyword, last_logits
 CACHE_LENGTH_STEP = 128
 # torch.compile with CUDA graphs (what mode="reduce-overhead" sets), and inductor's coordinate-descent tuning, which
 # also turns batch-1 matrix-vector products into Triton reductions tuned for bandwidth: on the 1B profile on an
-# H200, 739 tokens/s at batch 1 against 616 without it (studies/gpu/decode-options/). torch.compile takes a mode or
+# H200, 739 tokens/s at batch 1 against 616 without it (research/gpu/decode-options/). torch.compile takes a mode or
 # options, not both.
 COMPILE_CONFIG = CompileConfig(mode=None, options={"triton.cudagraphs": True, "coordinate_descent_tuning": True})
 # The attention of compiled steps of more than one row, where the model was loaded with sdpa. The static cache always
 # passes a mask, and with a mask transformers' sdpa path expands the key/value heads to the query's before the call,
 # copying each layer's cache twice a step; compiled, eager attention does not. Batch-32 steps of the 1B profile on an
-# H200: 1.95 ms eager against 2.35 ms sdpa (studies/gpu/batch32-attention/). At batch 1 sdpa was faster (739 tokens/s
+# H200: 1.95 ms eager against 2.35 ms sdpa (research/gpu/batch32-attention/). At batch 1 sdpa was faster (739 tokens/s
 # against 713), so single rows keep it (SINGLE_STEP_ATTENTION). The prefill keeps the loaded attention too.
 # attention.GROUPED_SDPA avoids the copy within sdpa. Timed in one process on an H100, turn for turn, its batch-32
 # steps took 1.996 and 1.981 ms against eager's 2.155 and 2.158, so batched steps take it; at batch 1 it tied sdpa
-# (1.495 against 1.499 ms), so single rows keep sdpa (studies/gpu/h100/grouped-same-process.log).
+# (1.495 against 1.499 ms), so single rows keep sdpa (research/gpu/h100/grouped-same-process.log).
 BATCHED_STEP_ATTENTION = {"sdpa": GROUPED_SDPA}
 SINGLE_STEP_ATTENTION: dict[str, str] = {}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.diff import Diff
+from harness.gate.diff import Diff
 from harness.report.tables import headline, json_report, markdown_report, summary_frame, terminal_table
 
 SUPPORTED_SUFFIXES = (".md", ".html", ".json")

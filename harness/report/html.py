@@ -16,7 +16,7 @@ from html import escape
 
 import pandas as pd
 
-from harness.diff import MISSING, CaseDiff, Diff
+from harness.gate.diff import MISSING, CaseDiff, Diff
 from harness.records import CaseRecord
 from harness.report import plots
 from harness.report.plots import STATUS_COLOURS, PlotCase
@@ -36,7 +36,7 @@ from harness.report.tables import (
     speedup_parts,
     summary_frame,
 )
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
+from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 # The banner takes the colour of the worst status present, worst first.
 _SEVERITY = (REGRESSED, MISSING, IMPROVED, NEW, PASSED)

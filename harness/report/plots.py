@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from harness.diff import MISSING
+from harness.gate.diff import MISSING
 from harness.records import CaseRecord
 from harness.report.tables import speed_quality_point
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
+from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 INSTALL_HINT = 'the HTML report needs matplotlib: pip install "pytest-llm-harness[report]"'
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from harness.baseline import scrub_paths
-from harness.diff import MISSING, STATUSES, CaseDiff, Diff
-from harness.environment import changes as environment_changes
-from harness.machine_speed import machine_scale
+from harness.store.baseline import scrub_paths
+from harness.gate.diff import MISSING, STATUSES, CaseDiff, Diff
+from harness.measure.environment import changes as environment_changes
+from harness.measure.machine_speed import machine_scale
 from harness.records import CPU_TIME, WALL, CaseRecord
-from harness.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
+from harness.store.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
-from harness.verdict import IMPROVED, NEW, PASSED, REGRESSED
+from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 NO_VALUE = "—"
 TERMINAL_WIDTH = 120

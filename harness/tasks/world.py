@@ -14,7 +14,7 @@ from functools import lru_cache
 _WORLD_SEED = 20261123
 ENTITY_COUNT = 96
 # Share of entities the training mix treats as "famous": their memorized facts outweigh a
-# conflicting context, as a large model's strong priors do. See harness/embedded/corpus.py.
+# conflicting context, as a large model's strong priors do. See harness/models/embedded/corpus.py.
 FAMOUS_SHARE = 0.5
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {

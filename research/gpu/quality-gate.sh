@@ -2,8 +2,8 @@
 # H100 or H200, the quality-verdict session: the embedded model's whole gate saved again under the deterministic-output rules
 # (`save`), then run again against what it saved (`aa`): every output must reproduce, and no quality rule may fire.
 # Usage on the device: bash research/gpu/quality-gate.sh save|aa
-source studies/gpu/h100/run-common.sh "$1"
-device_class=$(python3 -c 'from harness.models import fingerprint; print(fingerprint("cuda", None)["device_class"])')
+source research/gpu/h100/run-common.sh "$1"
+device_class=$(python3 -c 'from harness.models.loading import fingerprint; print(fingerprint("cuda", None)["device_class"])')
 file=baselines/$device_class/embedded-reference.json
 args=(--benchmark --bench-device cuda -p no:cacheprovider --bench-min-time 0.5 --bench-report "$OUT/$1.json")
 if [[ $1 == save ]]; then

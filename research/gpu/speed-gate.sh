@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # H100, the speed-verdict session. Usage on the device: bash research/gpu/speed-gate.sh study|save-1b-a|save-1b-b
 #   study      the embedded model's eval cases saved again (math at 16 items), then 10 gate runs of them with a 25%
-#              slowdown rotating over the optimized variants (research/speed_gate_study.py): each variant is timed 5
+#              slowdown rotating over the optimized variants (research/studies/speed_gate_study.py): each variant is timed 5
 #              times untouched and 5 times slowed; every run is an A/A run for the references and for quality
 #   save-1b-*  the 1B speed profile's default gate saved again with 3 timed rounds a variant, in two parts
-source studies/gpu/h100/run-common.sh "$1"
-device_class=$(python3 -c 'from harness.models import fingerprint; print(fingerprint("cuda", None)["device_class"])')
+source research/gpu/h100/run-common.sh "$1"
+device_class=$(python3 -c 'from harness.models.loading import fingerprint; print(fingerprint("cuda", None)["device_class"])')
 case $1 in
   study)
     file=baselines/$device_class/embedded-reference.json
@@ -21,19 +21,19 @@ PY
       --bench-reason "eval math at 16 items (the default gate); speed judged by synchronized wall time" > "$OUT/save.log" 2>&1
     echo "save exit $? at $SECONDS s"; tail -25 "$OUT/save.log" | cut -c1-200
     cp "$file" "$OUT/embedded-reference.json"
-    timeout -k 10 $((560 - SECONDS)) python3 research/speed_gate_study.py run --runs 10 --levels 0,0.25 \
+    timeout -k 10 $((560 - SECONDS)) python3 research/studies/speed_gate_study.py run --runs 10 --levels 0,0.25 \
       --log "$OUT/speed-gate-h100.jsonl" --baseline "$file" -- --bench-device cuda "${cases[@]}"
     echo "study exit $? at $SECONDS s"
-    python3 research/speed_gate_study.py report "$OUT/speed-gate-h100.jsonl" | tail -30
+    python3 research/studies/speed_gate_study.py report "$OUT/speed-gate-h100.jsonl" | tail -30
     ;;
   study2)
     # the embedded model's two short headroom cases, 8 runs; then the 1B profile's decode and detection cases saved
     file=baselines/$device_class/embedded-reference.json
     cases=(-k "test_eval_headroom and (gpqa or context_qa)")
-    timeout -k 10 300 python3 research/speed_gate_study.py run --runs 8 --levels 0,0.25 \
+    timeout -k 10 300 python3 research/studies/speed_gate_study.py run --runs 8 --levels 0,0.25 \
       --log "$OUT/speed-gate-h100-short.jsonl" --baseline "$file" -- --bench-device cuda "${cases[@]}"
     echo "study exit $? at $SECONDS s"
-    python3 research/speed_gate_study.py report "$OUT/speed-gate-h100-short.jsonl" | tail -14
+    python3 research/studies/speed_gate_study.py report "$OUT/speed-gate-h100-short.jsonl" | tail -14
     file=baselines/$device_class/random-llama-3.2-1b.json
     rm -f "$file"
     timeout -k 10 $((565 - SECONDS)) python3 -m pytest --benchmark --bench-device cuda --bench-model random:llama-3.2-1b \
