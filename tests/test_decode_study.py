@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.pipelines import static_greedy
-from harness.studies import decode_study
+from research.studies import decode_study
 
 
 def test_each_named_step_attention_is_timed_in_turn_each_turn(capsys, monkeypatch) -> None:
