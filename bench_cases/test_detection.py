@@ -4,7 +4,12 @@ import functools
 
 import pytest
 
-from harness.pipelines.detection import DetectionSettings, build_samples, run_detection, split_samples
+from harness.pipelines.detection import (
+    DetectionSettings,
+    build_samples,
+    run_detection,
+    split_samples,
+)
 from harness.tasks import generate_suite
 
 TOGGLES = {

@@ -2,7 +2,13 @@
 
 import pytest
 
-from harness.pipelines.scoring import DIFFERENT, SAME, Pair, ScoringSettings, run_scoring
+from harness.pipelines.scoring import (
+    DIFFERENT,
+    SAME,
+    Pair,
+    ScoringSettings,
+    run_scoring,
+)
 from harness.tasks import generate_suite
 
 TOGGLES = {

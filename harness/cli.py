@@ -10,20 +10,24 @@ Exit codes (diff and report): 0 no regression; 1 a case regressed (or, in diff, 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from harness.store.baseline import BaselineError, baseline_path, current_commit, save_baseline
 from harness.gate.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
+from harness.gate.policy import DEFAULT_SPEED_FACTOR, DEFAULT_TIME_FACTOR
+from harness.gate.verdict import GatePolicy
+from harness.records import BASELINE, IMPROVED, REGRESSED, ResultSet
 from harness.report import render, terminal_table, write_report
-from harness.store.results import BASELINE, ResultSet, ResultsError, read_results
-from harness.gate.policy import DEFAULT_TIME_FACTOR
-from harness.gate.verdict import DEFAULT_SPEED_FACTOR, IMPROVED, REGRESSED, GatePolicy
-
+from harness.store.baseline import (
+    BaselineError,
+    baseline_path,
+    current_commit,
+    save_baseline,
+)
+from harness.store.results import ResultsError, read_results
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:

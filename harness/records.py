@@ -6,7 +6,6 @@ Plain dataclasses with `to_dict` / `from_dict`, so records travel as JSON (never
 from __future__ import annotations
 
 import re
-
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -160,7 +159,7 @@ class CaseRecord:
     def label(self) -> str:
         """The variant's label as the case id spells it ("kv_cache=on,batching=dynamic", "reference"): in the case's
         toggle order, which the variant dict, read back from a baseline's sorted JSON, no longer keeps."""
-        return self.case_id.rsplit("|", 1)[1].removesuffix("]")
+        return CaseId.parse(self.case_id).label
 
     @property
     def quality_metric(self) -> str:
@@ -190,3 +189,93 @@ def differing_items(current: PipelineOutput, other: PipelineOutput) -> tuple[int
     others = dict(zip(other.item_ids, other.item_outputs))
     shared = [(i, out) for i, out in zip(current.item_ids, current.item_outputs) if i in others]
     return len(shared), [i for i, out in shared if out != others[i]]
+
+
+# --- verdicts: what the gate says of a record -------------------------------------------------------------
+
+# Verdict statuses, worst first.
+REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One metric's comparison: what moved, by how much, under which rule."""
+
+    metric: str  # "speedup", "median_seconds", "outputs", "fidelity", "accuracy", "values", "counter:generated_tokens"
+    against: str  # "baseline", "reference" or a neighbour's case id
+    status: str  # REGRESSED / IMPROVED / PASSED
+    message: str  # "accuracy 0.812 -> 0.703 (-10.9 pts: net 7 of 64 items lost; budget 2.0 pts = 1 item)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    case_id: str
+    status: str  # REGRESSED if any finding regressed, else IMPROVED if any improved, else PASSED; NEW without baseline
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def message(self) -> str:
+        """One line per regression (or improvement), each prefixed with the case id."""
+        worst = [f for f in self.findings if f.status == self.status] or list(self.findings)
+        lines = [f"{self.case_id}: {f.message} [vs {f.against}]" for f in worst if f.status != PASSED]
+        return "\n".join(lines) or f"{self.case_id}: {self.status}"
+
+
+
+# --- result sets: the records of a run or a file, as the gate compares them -------------------------------
+
+BASELINE, REPORT, PYTEST_BENCHMARK, RUN = "baseline", "report", "pytest-benchmark", "run"
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Why a baseline entry holds what it holds: the reason given when it was saved or accepted."""
+
+    reason: str
+    saved_at: str
+    commit: str | None
+
+
+@dataclass
+class ResultSet:
+    source: str  # the path as given
+    kind: str  # BASELINE, REPORT or PYTEST_BENCHMARK; RUN for a live pytest session
+    device_class: str
+    model_id: str
+    fingerprint: dict[str, Any]
+    records: dict[str, CaseRecord]  # case id -> record, in file order
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # as judged when the file was written
+    acceptances: dict[str, Acceptance] = field(default_factory=dict)  # baselines only
+    history: list[dict[str, Any]] = field(default_factory=list)  # baselines only: one entry per save
+    # baselines only: the cases whose A/A noise is known, one per CPU it was learned on
+    speed_noise: dict[str, tuple[SpeedNoise, ...]] = field(default_factory=dict)
+    ignored: int = 0  # pytest-benchmark entries that carry no case record
+    case_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)  # baselines only: each case's save
+
+    def fingerprint_of(self, case_id: str) -> dict[str, Any]:
+        """The environment a case was measured in: its own save's in a baseline, the run's otherwise."""
+        return self.case_fingerprints.get(case_id, self.fingerprint)
+
+
+
+@dataclass(frozen=True)
+class CaseId:
+    """A case's id, `pipeline[group|label]`, e.g. "eval[math|kv_cache=on,batching=dynamic]": the label names the toggles
+    that differ from the reference, or "reference". Built and read here only."""
+
+    pipeline: str
+    group: str
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.pipeline}[{self.group}|{self.label}]"
+
+    @classmethod
+    def parse(cls, text: str) -> CaseId:
+        match = _CASE_ID.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a case id (pipeline[group|label])")
+        return cls(*match.groups())
+
+
+_CASE_ID = re.compile(r"([^\[\]|]+)\[(.*)\|([^|]*)\]")

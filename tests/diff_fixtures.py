@@ -15,10 +15,10 @@ import copy
 import json
 from pathlib import Path
 
-from harness.store.baseline import save_baseline
-from harness.records import CaseRecord
-from harness.store.results import MACHINE_KEY, RECORD_KEY, ResultSet, read_results
 from harness.gate.verdict import bootstrap_speedup
+from harness.records import CaseRecord, ResultSet
+from harness.store.baseline import save_baseline
+from harness.store.results import MACHINE_KEY, RECORD_KEY, read_results
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded-cpu-baseline.json"
 ALL_ON = "eval[math|kv_cache=on,early_stop=on,batching=dynamic,attention=sdpa]"

@@ -21,16 +21,28 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import DistilBertConfig, DistilBertModel, LlamaConfig, LlamaForCausalLM
+from diff_fixtures import recorded
+from transformers import (
+    DistilBertConfig,
+    DistilBertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from harness import toggles
-from harness.store.baseline import save_baseline
+from harness.gate.verdict import judge
 from harness.models.embedded import REFERENCE_MODEL
-from harness.models.loading import LoadSpec, ModelLoadError, _ensure_pad_token, load_model, model_path, resolve_device
-from harness.plugin import check_options
-from harness.gate.verdict import NEW, judge
-
-from diff_fixtures import recorded
+from harness.models.loading import (
+    LoadSpec,
+    ModelLoadError,
+    _ensure_pad_token,
+    load_model,
+    model_path,
+    resolve_device,
+)
+from harness.plugin.options import BenchOptions, check_options
+from harness.records import NEW
+from harness.store.baseline import save_baseline
 
 pytest_plugins = ["pytester"]
 
@@ -281,7 +293,7 @@ def test_unknown_toggle_value_in_a_bench_case_fails_collection_with_the_values(p
 def test_bad_measurement_options_are_usage_errors_that_say_what_to_give(pytester: pytest.Pytester, args, message) -> None:
     config = pytester.parseconfig("--benchmark", *args)  # the options as pytest parses them, without a run
     with pytest.raises(pytest.UsageError, match=re.escape(message)):
-        check_options(config)
+        check_options(BenchOptions.from_config(config))
 
 
 def test_a_bad_option_stops_the_run_before_any_case(pytester: pytest.Pytester) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
 from harness.store import baseline as baseline_module
 from harness.store.baseline import (
     SCHEMA_VERSION,
@@ -23,7 +24,6 @@ from harness.store.baseline import (
     save_baseline,
     scrub_paths,
 )
-from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
 
 DEVICE, MODEL = "cpu", "embedded-reference"
 FINGERPRINT = {"torch": "2.13.0", "transformers": "5.1.0", "bitsandbytes": None, "device": "cpu"}
@@ -400,8 +400,8 @@ def test_scrub_leaves_relative_paths_and_other_values_alone() -> None:
 
 
 def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_again(path: Path) -> None:
-    from harness.store.baseline import speed_noise_of, store_speed_noise
     from harness.records import SpeedNoise
+    from harness.store.baseline import speed_noise_of, store_speed_noise
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on"), make_record("eval[math|reference]")])
     noise = SpeedNoise(center=-0.01, spread=0.03, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
@@ -419,7 +419,7 @@ def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_
 
 
 def test_speed_noise_holds_on_the_cpu_and_the_machine_speed_it_was_learned_on() -> None:
-    from harness.store.baseline import match_machine
+    from harness.gate.machine import match_machine
     from harness.records import SpeedNoise
 
     stored_before = SpeedNoise(center=0.0, spread=0.03, runs=8, measured="2026-12-01 to 2026-12-01, AMD EPYC (2 cores)")
@@ -461,7 +461,7 @@ def test_machine_scale_needs_a_calibration_on_both_sides() -> None:
 
 
 def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed() -> None:
-    from harness.store.baseline import match_machine
+    from harness.gate.machine import match_machine
     from harness.records import SpeedNoise
 
     # A baseline saved on an Intel Xeon whose calibration took 16.6 ms, judged on an AMD EPYC that takes 12.9 ms.
@@ -483,8 +483,8 @@ def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed()
 
 
 def test_speed_noise_of_one_cpu_in_files_before_per_cpu_noise_still_reads(path: Path) -> None:
-    from harness.store.baseline import speed_noise_of
     from harness.records import SpeedNoise
+    from harness.store.baseline import speed_noise_of
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
     one = {"center": 0.0, "spread": 0.03, "runs": 8, "measured": "2026-12-01, AMD EPYC (2 cores)"}

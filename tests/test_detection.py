@@ -10,17 +10,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.stats import entropy
 from scipy.special import softmax
+from scipy.stats import entropy
 from sklearn.metrics import roc_auc_score
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.models.loading import LoadSpec, load_model
-from harness.pipelines.detection import (
+from harness.pipelines.detection import (  # the pass's own hooks and padding, for the 4-bit check
     AttentionWeightsUnavailable,
     DetectionSettings,
     Encoded,
     Sample,
+    _Capture,
+    _pad,
     all_heads,
     build_samples,
     encode,
@@ -34,7 +36,6 @@ from harness.pipelines.detection import (
     run_detection,
     split_samples,
 )
-from harness.pipelines.detection import _Capture, _pad  # the pass's own hooks and padding, for the 4-bit check
 from harness.tasks import check, generate_suite
 
 

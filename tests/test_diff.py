@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from diff_fixtures import (
     ALL_ON,
     EVAL_REFERENCE,
@@ -27,12 +26,19 @@ from diff_fixtures import (
     write_pytest_benchmark_json,
     write_report_json,
 )
+
 from harness.cli import main
-from harness.gate.diff import EXIT_OK, EXIT_REGRESSED, EXIT_STALE, EXIT_USAGE, MISSING, compare
-from harness.records import SpeedNoise
+from harness.gate.diff import (
+    EXIT_OK,
+    EXIT_REGRESSED,
+    EXIT_STALE,
+    EXIT_USAGE,
+    MISSING,
+    compare,
+)
+from harness.records import IMPROVED, NEW, PASSED, REGRESSED, SpeedNoise
 from harness.report import markdown_report
 from harness.store.results import read_results
-from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 WRITERS = {"report": write_report_json, "pytest-benchmark": write_pytest_benchmark_json}
 

@@ -12,11 +12,18 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from harness.models.embedded import REFERENCE_MODEL, SIBLING_MODEL
+from harness.models.embedded.tokenizer import build_tokenizer
+from harness.tasks import SUITES, generate_suite
 from research.embedded.corpus import Example
 from research.embedded.evaluate import SuiteScore, score_suite
-from harness.models.embedded.tokenizer import build_tokenizer
-from research.embedded.train import IGNORE_INDEX, TrainSettings, encode_batch, learning_rate_at, targets_met, train
-from harness.tasks import SUITES, generate_suite
+from research.embedded.train import (
+    IGNORE_INDEX,
+    TrainSettings,
+    encode_batch,
+    learning_rate_at,
+    targets_met,
+    train,
+)
 
 MODELS = {"reference": REFERENCE_MODEL, "sibling": SIBLING_MODEL}
 MAX_WEIGHTS_BYTES = 10_000_000

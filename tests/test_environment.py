@@ -3,15 +3,15 @@
 import time
 
 import pytest
+from test_verdict import make_record
 
-from harness.store.baseline import BaselineError, match_machine, save_baseline
-from harness.measure.environment import changes, environment_findings, same_machine
+from harness.gate.machine import environment_findings, match_machine
+from harness.gate.verdict import judge
+from harness.measure.environment import changes, same_machine
 from harness.measure.timing import MeasureSettings, Side, measure
 from harness.models.loading import checkpoint_hash, model_id
-from harness.gate.policy import PASSED, REGRESSED
-from harness.records import CPU_TIME, WALL, PipelineOutput
-from harness.gate.verdict import judge
-from test_verdict import make_record
+from harness.records import CPU_TIME, PASSED, REGRESSED, WALL, PipelineOutput
+from harness.store.baseline import BaselineError, save_baseline
 
 SAVED = {"device_class": "cpu", "torch": "2.13.0+cpu", "transformers": "5.25.0", "bitsandbytes": "0.50.2",
          "cpu": "Intel(R) Xeon(R) Processor", "cpu_arch": "family 6 model 207, amx", "calibration_seconds": 0.02,

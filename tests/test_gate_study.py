@@ -9,9 +9,26 @@ import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
-from research.studies.gate_study import (INJECTIONS, LEVELS, aa_table, calibration_line, caught, held_out_line, injection_table, logged_runs,
-                                        metric_kind, noise_table, paired_table, slowdown_levels, slowdown_table, speed_noise,
-                                        estimator_table, gate_command, spread_sources_table, timing_table)
+from research.studies.gate_study import (
+    INJECTIONS,
+    LEVELS,
+    aa_table,
+    calibration_line,
+    caught,
+    estimator_table,
+    gate_command,
+    held_out_line,
+    injection_table,
+    logged_runs,
+    metric_kind,
+    noise_table,
+    paired_table,
+    slowdown_levels,
+    slowdown_table,
+    speed_noise,
+    spread_sources_table,
+    timing_table,
+)
 
 
 def test_metric_kinds() -> None:

@@ -14,12 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from harness.gate.diff import Diff, compare
-from harness.report import write_report
-from harness.report.tables import ACCEPT_HINT, headline_finding
-from harness.store.results import ResultSet
-from harness.gate.verdict import REGRESSED, Finding
 from diff_fixtures import (
     ALL_ON,
     NO_BATCHING,
@@ -31,6 +25,11 @@ from diff_fixtures import (
     recorded,
     slowed,
 )
+
+from harness.gate.diff import Diff, compare
+from harness.records import REGRESSED, Finding, ResultSet
+from harness.report import write_report
+from harness.report.tables import ACCEPT_HINT, headline_finding
 
 pytest.importorskip("matplotlib", reason="the HTML report needs the report extra")
 from harness.report.html import html_report  # noqa: E402  (after the skip: it imports matplotlib's helpers)

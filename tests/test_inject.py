@@ -6,8 +6,14 @@ import time
 
 import pytest
 
-from harness.measure.inject import InjectionError, Injections, parse_injections, patched_pipelines, slowed
-from harness.pipelines import eval as eval_pipeline
+from harness.measure.inject import (
+    InjectionError,
+    Injections,
+    parse_injections,
+    patched_pipelines,
+    slowed,
+)
+from harness.pipelines import decoding
 
 
 def test_specs_parse() -> None:
@@ -48,13 +54,13 @@ def test_slowed_waits_its_fraction_of_the_call() -> None:
 
 
 def test_early_stop_cut_stops_inside_the_box_on_its_share_and_is_undone() -> None:
-    honest = eval_pipeline.answer_complete
+    honest = decoding.answer_complete
     texts = [f"step {i}: 3 + {i} = {3 + i}. \\boxed{{1" for i in range(400)]
     with patched_pipelines(parse_injections(["early-stop-cut=0.25"])):
-        cut = sum(eval_pipeline.answer_complete(text, "number") for text in texts)
-        assert not eval_pipeline.answer_complete("no box yet", "number")
+        cut = sum(decoding.answer_complete(text, "number") for text in texts)
+        assert not decoding.answer_complete("no box yet", "number")
     assert 60 < cut < 140  # about a quarter of the answers, chosen by their text
-    assert eval_pipeline.answer_complete is honest
+    assert decoding.answer_complete is honest
     assert not any(honest(text, "number") for text in texts)  # the honest rule waits for the closing brace
 
 

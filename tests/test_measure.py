@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from harness.measure.timing import MeasureSettings, Side, measure, measure_interleaved, time_pairs
+from harness.measure.timing import (
+    MeasureSettings,
+    Side,
+    measure,
+    measure_interleaved,
+    time_pairs,
+)
 from harness.records import PipelineOutput
 
 

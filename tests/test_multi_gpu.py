@@ -17,15 +17,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.models import loading as models
+from harness.measure import environment
+from harness.measure.environment import device_class, fingerprint
+from harness.models.loading import LoadSpec, ModelLoadError, load_model
+from harness.models.placement import (
+    Placement,
+    PlacementError,
+    check_placement,
+    layout_of,
+    parse_max_memory,
+    placement_from_options,
+)
 from harness.plugin import workers
-from harness.models.embedded import REFERENCE_MODEL
 from harness.plugin.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
-from harness.models.loading import LoadSpec, ModelLoadError, device_class, fingerprint, load_model
-from harness.models.placement import (Placement, PlacementError, check_placement, layout_of, parse_max_memory,
-                               placement_from_options)
-from harness.records import CaseRecord, PipelineOutput, Speed
-from harness.gate.verdict import NEW, PASSED, Verdict
+from harness.records import NEW, PASSED, CaseRecord, PipelineOutput, Speed, Verdict
 
 pytest_plugins = ["pytester"]
 
@@ -134,6 +139,7 @@ def _early_config(**options):
 
 def test_a_worker_is_pinned_at_start_up_and_a_plain_run_that_inherited_its_variable_is_not(monkeypatch):
     from harness import plugin
+    from harness.plugin import distributed
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
@@ -142,13 +148,13 @@ def test_a_worker_is_pinned_at_start_up_and_a_plain_run_that_inherited_its_varia
     plugin.pytest_load_initial_conftests(worker, None, [])
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"
     worker.workerinput = {"workerid": "gw1", "workercount": 2}
-    plugin._unpin_unless_a_worker(worker)
+    distributed.unpin_unless_a_worker(worker)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"  # a real worker keeps its pin
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
     nested = _early_config()  # e.g. a pytester run from inside a worker: the variable, but no workerinput
     plugin.pytest_load_initial_conftests(nested, None, [])
-    plugin._unpin_unless_a_worker(nested)
+    distributed.unpin_unless_a_worker(nested)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4"
 
     plugin.pytest_load_initial_conftests(_early_config(bench_device="cpu"), None, [])
@@ -298,7 +304,7 @@ def test_device_class_separates_a_split_from_one_gpu(monkeypatch):
 def test_fingerprint_records_the_placement_and_keys_the_baseline_by_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H200")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(models, "_gpu_driver", lambda: "580.0")
+    monkeypatch.setattr(environment, "_gpu_driver", lambda: "580.0")
     split = fingerprint("cuda", Placement("auto", ((0, "70GiB"), (1, "70GiB"))))
     assert split["device_class"] == "cuda-h200x2" and split["gpu_count"] == 2
     assert split["placement"] == {"device_map": "auto", "max_memory": {"0": "70GiB", "1": "70GiB"}, "gpus": 2}
@@ -460,15 +466,16 @@ def test_two_workers_cases_end_up_in_one_report_and_one_baseline_save(pytester: 
     assert all(c["record"]["speedup"] for c in written["cases"] if "kv_cache=on" in c["record"]["case_id"])
 
 
-def test_auto_worker_count_of_a_bench_run(monkeypatch):
+def test_auto_worker_count_of_a_bench_run(monkeypatch, pytester):
     from harness.plugin import pytest_xdist_auto_num_workers
+    from harness.plugin.distributed import auto_worker_count
+    from harness.plugin.options import BenchOptions
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    options = {"--benchmark": True, "--bench-device": "auto", "--bench-gpus-per-worker": 1}
-    assert pytest_xdist_auto_num_workers(_config(options)) == 4
-    assert pytest_xdist_auto_num_workers(_config({**options, "--bench-gpus-per-worker": 2})) == 2
-    assert pytest_xdist_auto_num_workers(_config({**options, "--bench-device": "cpu"})) == 1
-    assert pytest_xdist_auto_num_workers(_config({**options, "--benchmark": False})) is None  # xdist's own default
+    assert auto_worker_count(BenchOptions(benchmark=True)) == 4
+    assert auto_worker_count(BenchOptions(benchmark=True, gpus_per_worker=2)) == 2
+    assert auto_worker_count(BenchOptions(benchmark=True, device="cpu")) == 1
+    assert pytest_xdist_auto_num_workers(pytester.parseconfig()) is None  # the project's tests: xdist's own default
 
 
 @needs_xdist

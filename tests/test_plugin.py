@@ -10,9 +10,17 @@ import pytest
 
 from harness.cli import main
 from harness.gate.diff import CaseDiff, Diff
-from harness.plugin import _confirmation_lines, chosen_warm_up
-from harness.records import CaseRecord, Confirmation, Speedup
-from harness.gate.verdict import PASSED, REGRESSED, Finding, Verdict
+from harness.plugin.case import chosen_warm_up
+from harness.plugin.session import confirmation_lines
+from harness.records import (
+    PASSED,
+    REGRESSED,
+    CaseRecord,
+    Confirmation,
+    Finding,
+    Speedup,
+    Verdict,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -142,8 +150,8 @@ def test_save_then_compare_passes_and_keeps_reason(pytester):
 
 
 def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pytester):
-    from harness.store.baseline import store_speed_noise
     from harness.records import SpeedNoise
+    from harness.store.baseline import store_speed_noise
 
     _write_case(pytester)
     timed = ("--benchmark", "-k", "reference or kv_cache", "--bench-rounds", "3", "--bench-min-time", "0")  # 3 rounds: judged
@@ -165,7 +173,7 @@ def test_speed_noise_learned_on_another_cpu_is_set_aside_and_the_run_says_so(pyt
     assert not any("A/A noise" in message for message in _speedup_messages(report, "eval[context_qa|kv_cache=on]"))
 
     # The control: the same noise learned on this run's CPU judges the variant.
-    from harness.models.loading import cpu_model
+    from harness.measure.environment import cpu_model
 
     here = SpeedNoise(center=0.0, spread=0.0001, runs=8, measured=f"2026-12-01, {cpu_model()} (2 cores)", cpu=cpu_model())
     store_speed_noise(path, "cpu", "embedded-reference", {"eval[context_qa|kv_cache=on]": here}, "A/A runs here")
@@ -230,10 +238,10 @@ def test_ratchet_fails_a_case_that_beats_its_baseline(pytester):
 SLOW_MINUTE = """
 from dataclasses import replace
 
-import harness.plugin
+import harness.plugin.case
 from harness.measure.inject import slowed
 
-_measure_interleaved = harness.plugin.measure_interleaved
+_measure_interleaved = harness.plugin.case.measure_interleaved
 
 
 def _variant_in_a_slow_minute(sides, settings, progress=None):
@@ -244,7 +252,7 @@ def _variant_in_a_slow_minute(sides, settings, progress=None):
                                 settings, progress)
 
 
-harness.plugin.measure_interleaved = _variant_in_a_slow_minute
+harness.plugin.case.measure_interleaved = _variant_in_a_slow_minute
 """
 
 
@@ -271,7 +279,7 @@ def test_the_run_names_what_each_paired_re_timing_said() -> None:
     passed = Finding("speedup", "baseline", PASSED, "speedup 2.10x -> 2.00x")
     cleared = Finding("speedup", "baseline", PASSED, "speedup 3.00x -> 2.00x; not confirmed by 1 paired round: 3.00x")
     confirmed = Finding("speedup", "baseline", REGRESSED, "speedup 4.00x -> 2.00x; confirmed by 1 paired round: 3.00x")
-    lines = [_confirmation_lines(Diff(None, None, [CaseDiff(record.case_id, "eval", status, record, None,
+    lines = [confirmation_lines(Diff(None, None, [CaseDiff(record.case_id, "eval", status, record, None,
                                                             Verdict(record.case_id, status, (finding,)))]))
              for status, finding in ((PASSED, passed), (PASSED, cleared), (REGRESSED, confirmed))]
     start = f"{record.case_id}: speedup 2.00x in its rounds, 3.00x in 1 paired round: "

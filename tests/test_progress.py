@@ -9,7 +9,14 @@ from contextlib import contextmanager
 import pytest
 
 from harness.measure.timing import MeasureSettings, measure
-from harness.pipelines.progress import WARM_UP, CaseProgress, ProgressWriter, advance, bar_enabled, case_progress
+from harness.pipelines.progress import (
+    WARM_UP,
+    CaseProgress,
+    ProgressWriter,
+    advance,
+    bar_enabled,
+    case_progress,
+)
 from harness.records import PipelineOutput
 
 ITEMS = 5

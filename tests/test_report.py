@@ -5,16 +5,32 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.gate.diff import Diff, compare
-from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
-from harness.report import json_report, markdown_report, summary_frame, terminal_table, write_report
+from harness.records import (
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    CaseRecord,
+    Finding,
+    PipelineOutput,
+    ResultSet,
+    Speed,
+    Speedup,
+    Verdict,
+)
+from harness.report import (
+    json_report,
+    markdown_report,
+    summary_frame,
+    terminal_table,
+    write_report,
+)
 from harness.report.tables import COLUMNS
-from harness.store.results import ResultSet, read_results
-from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED, Finding, Verdict
+from harness.store.results import read_results
 
 REFERENCE = {"kv_cache": "off", "early_stop": "off"}
 REGRESSION = "accuracy 0.71 -> 0.52 (-19.0 pts, paired test p<0.001, budget -1.0 pt): stop strings cut the answer"
@@ -215,6 +231,7 @@ def test_markdown_stays_under_the_pull_request_comment_limit() -> None:
     import copy
 
     from diff_fixtures import as_run, recorded
+
     from harness.report.tables import MARKDOWN_LIMIT
 
     run = as_run(recorded())

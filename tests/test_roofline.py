@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from harness.measure.roofline import (
+    decode_efficiency,
+    kv_bytes_per_position,
+    peak_bandwidth,
+    weight_bytes,
+)
 from harness.models.loading import LoadSpec, load_model
 from harness.report.tables import timing_label
-from harness.measure.roofline import decode_efficiency, kv_bytes_per_position, peak_bandwidth, weight_bytes
 from tests.test_report import make_record
 
 

@@ -12,6 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.gate.policy import GatePolicy
+from harness.gate.verdict import judge
 from harness.measure.inject import parse_injections, patched_pipelines
 from harness.models.loading import LoadSpec, load_model
 from harness.pipelines.detection import DetectionSettings, run_detection
@@ -32,11 +34,10 @@ from harness.pipelines.scoring import (
     score_rows,
     teacher_force,
 )
-from harness.plugin import BenchCase, BenchSession
-from harness.gate.policy import GatePolicy
-from harness.records import CaseRecord, PipelineOutput, Speed
+from harness.plugin.case import BenchCase
+from harness.plugin.session import BenchSession
+from harness.records import REGRESSED, CaseRecord, PipelineOutput, Speed
 from harness.tasks import generate_suite
-from harness.gate.verdict import REGRESSED, judge
 
 _MODELS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -283,11 +284,7 @@ def test_too_few_prompts_leave_the_pair_undecided_with_a_value_over_what_was_sco
 
 
 def _session(device: str = "cpu") -> BenchSession:
-    class Options:
-        def getoption(self, name):
-            return "embedded" if name == "--bench-model" else False
-
-    return BenchSession(config=Options(), device=device)
+    return BenchSession(config=None, device=device)
 
 
 def test_the_twin_is_another_object_with_the_same_weights_and_outputs(gpqa):

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from harness.models.loading import LoadSpec, load_model
 from harness.pipelines import search
-from harness.pipelines.search import Node, SearchSettings, backup, run_search, search_item, soft_value
+from harness.pipelines.search import (
+    Node,
+    SearchSettings,
+    backup,
+    run_search,
+    search_item,
+    soft_value,
+)
 from harness.tasks import generate_suite
 
 _SLOW_OK = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from harness.models.loading import LoadSpec, load_model
-from harness.pipelines.eval import EvalSettings, RowTracker, count_forward_passes, run_eval
+from harness.pipelines.decoding import RowTracker, count_forward_passes
+from harness.pipelines.eval import EvalSettings, run_eval
 from harness.pipelines.scoring import ScoringSettings, continuations
-from harness.pipelines.static_greedy import CACHE_LENGTH_STEP, cache_length, greedy_static
+from harness.pipelines.static_greedy import (
+    CACHE_LENGTH_STEP,
+    cache_length,
+    greedy_static,
+)
 from harness.tasks import generate_suite
 
 
@@ -134,7 +139,11 @@ def test_grouped_sdpa_steps_give_sdpas_tokens_without_copying_the_key_value_head
     # The embedded model has 6 query heads over 2 key/value heads. One-token steps of left-padded rows, uncompiled
     # and compiled (inductor's CPU code): the same tokens as sdpa's loop, and the same logits to rounding.
     from harness.pipelines import static_greedy
-    from harness.pipelines.attention import GROUPED_SDPA, attention_implementation, grouped_query_sdpa
+    from harness.pipelines.attention import (
+        GROUPED_SDPA,
+        attention_implementation,
+        grouped_query_sdpa,
+    )
 
     model = loaded.model
     assert model.config.num_key_value_heads < model.config.num_attention_heads

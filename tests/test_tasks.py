@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.tasks import SPLITS, SUITES, TaskItem, check, generate_suite, get_suite, split_of
+from harness.tasks import (
+    SPLITS,
+    SUITES,
+    TaskItem,
+    check,
+    generate_suite,
+    get_suite,
+    split_of,
+)
 from harness.tasks.world import ATTRIBUTE_VALUES
 
 SEEDS = st.integers(0, 10**6)

@@ -10,7 +10,11 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from harness.models.embedded import REFERENCE_MODEL, SIBLING_MODEL
-from harness.models.embedded.tokenizer import CHARACTERS, SPECIAL_TOKENS, build_tokenizer
+from harness.models.embedded.tokenizer import (
+    CHARACTERS,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+)
 from harness.tasks import SPLITS, SUITES, generate_suite
 
 TEXT = st.text(alphabet=st.sampled_from(CHARACTERS), max_size=200)

@@ -7,20 +7,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.records import CaseRecord, Confirmation, PipelineOutput, Speed, SpeedNoise, Speedup
 from harness.gate.verdict import (
-    IMPROVED,
-    NEW,
-    PASSED,
-    REGRESSED,
-    Finding,
     GatePolicy,
-    Verdict,
     bootstrap_speedup,
     cold_first_round_findings,
     fidelity_class,
     judge,
     needs_confirmation,
+)
+from harness.records import (
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    CaseRecord,
+    Confirmation,
+    Finding,
+    PipelineOutput,
+    Speed,
+    SpeedNoise,
+    Speedup,
+    Verdict,
 )
 
 REFERENCE_VARIANT = {"kv_cache": "off", "early_stop": "off", "attention": "eager", "quantization": "none"}

@@ -17,7 +17,7 @@ from harness.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-PLUGIN_OPTIONS = set(re.findall(r'addoption\(\s*"(--[a-z-]+)"', (ROOT / "harness" / "plugin.py").read_text()))
+PLUGIN_OPTIONS = set(re.findall(r'addoption\(\s*"(--[a-z-]+)"', (ROOT / "harness" / "plugin" / "options.py").read_text()))
 
 
 def run_scripts(path: Path) -> list[str]:

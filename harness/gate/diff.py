@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from harness.store.baseline import match_machine
-from harness.measure.environment import environment_findings
-from harness.records import CaseRecord
-from harness.store.results import Acceptance, ResultSet
-from harness.gate.verdict import (COLD_FIRST_ROUND, IMPROVED, NEW, PASSED, REGRESSED, GatePolicy, Verdict, judge,
-                             one_toggle_neighbours)
+from harness.gate.machine import environment_findings, match_machine
+from harness.gate.verdict import (
+    COLD_FIRST_ROUND,
+    GatePolicy,
+    judge,
+    one_toggle_neighbours,
+)
+from harness.records import (
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    Acceptance,
+    CaseRecord,
+    ResultSet,
+    Verdict,
+)
 
 MISSING = "missing"  # in the baseline, not in the run
 STATUSES = (REGRESSED, IMPROVED, PASSED, NEW, MISSING)
@@ -85,15 +97,17 @@ def _references(records: Iterable[CaseRecord]) -> dict[tuple[str, str], CaseReco
     return {(r.pipeline, r.group): r for r in records if r.is_reference}
 
 
-def _judged(record: CaseRecord, old: ResultSet | None, new: ResultSet, policy: GatePolicy,
-            references: dict[tuple[str, str], CaseRecord]) -> Verdict:
+def judge_case(record: CaseRecord, old: ResultSet | None, run_fingerprint: dict[str, Any], reference: CaseRecord | None,
+               records: Iterable[CaseRecord], policy: GatePolicy) -> Verdict:
+    """The one judging path, for a live session's case and for `harness diff`: the record against its entry in `old`
+    (with the speed noise and the environment saved with it), its reference, and its one-toggle neighbours among
+    `records`."""
     baseline = old.records.get(record.case_id) if old is not None else None
-    match = (match_machine(old.speed_noise.get(record.case_id, ()), new.fingerprint_of(record.case_id),
-                           old.fingerprint_of(record.case_id)) if old is not None else None)
-    reference = references.get((record.pipeline, record.group))
-    neighbours = one_toggle_neighbours(record, new.records.values())
-    return judge(record, baseline, reference, policy, neighbours=neighbours, noise=match and match.noise,
-                 machine_scale=match and match.scale, same_machine=match.same_machine if match else True,
+    match = (match_machine(old.speed_noise.get(record.case_id, ()), run_fingerprint, old.fingerprint_of(record.case_id))
+             if old is not None else None)
+    return judge(record, baseline, reference, policy, neighbours=one_toggle_neighbours(record, records),
+                 noise=match and match.noise, machine_scale=match and match.scale,
+                 same_machine=match.same_machine if match else True,
                  environment=environment_findings(match.changes, policy.strict_env) if match else ())
 
 
@@ -126,7 +140,9 @@ def compare(
     cases = []
     for case_id, record in new.records.items():
         baseline = baseline_records.get(case_id)
-        verdict = (verdicts or {}).get(case_id) or _judged(record, old, new, policy, references)
+        verdict = (verdicts or {}).get(case_id) or judge_case(
+            record, old, new.fingerprint_of(case_id), references.get((record.pipeline, record.group)),
+            new.records.values(), policy)
         cases.append(CaseDiff(
             case_id, record.pipeline, verdict.status, record, baseline, verdict,
             accepted=old.acceptances.get(case_id) if old is not None else None,
@@ -182,4 +198,5 @@ __all__ = [
     "Diff",
     "DiffRefused",
     "compare",
+    "judge_case",
 ]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-# Verdict statuses, worst first.
-REGRESSED, IMPROVED, PASSED, NEW = "regressed", "improved", "passed", "new"
-
 # Comparisons of budgets and factors ignore differences below this (0.71 - 0.70 is not > 0.01).
 EPS = 1e-9
 
@@ -28,16 +25,6 @@ GPU_TIME_FACTOR = 2.5
 # more than machine_speed.SAME_SPEED_FACTOR apart) a speedup moves by itself: bitsandbytes' nf4 variants lost 24-47%
 # of theirs from one CPU model to another. There only a halving is judged.
 CROSS_MACHINE_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One metric's comparison: what moved, by how much, under which rule."""
-
-    metric: str  # "speedup", "median_seconds", "outputs", "fidelity", "accuracy", "values", "counter:generated_tokens"
-    against: str  # "baseline", "reference" or a neighbour's case id
-    status: str  # REGRESSED / IMPROVED / PASSED
-    message: str  # "accuracy 0.812 -> 0.703 (-10.9 pts: net 7 of 64 items lost; budget 2.0 pts = 1 item)"
 
 
 @dataclass(frozen=True)

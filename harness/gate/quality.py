@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness import toggles as toggle_registry
-from harness.gate.policy import EPS, PASSED, REGRESSED, Finding, GatePolicy
-from harness.records import CaseRecord, PipelineOutput
+from harness.gate.policy import EPS, GatePolicy
+from harness.records import PASSED, REGRESSED, CaseRecord, Finding, PipelineOutput
 
 _FP32_NAMES = frozenset({"float32", "fp32", "torch.float32"})
 _NAMED = 5  # items named in a message; the rest are counted

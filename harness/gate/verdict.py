@@ -34,34 +34,35 @@ fallbacks; the quality rules live in harness.gate.quality.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-
 import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy import stats
 
+from harness.gate.policy import EPS, GatePolicy
+from harness.gate.quality import (
+    baseline_findings,
+    decision_findings,
+    fidelity_class,
+    outputs_changed,
+    power_finding,
+    reference_findings,
+)
 from harness.measure.machine_speed import slower_by
-from harness.gate.policy import DEFAULT_SPEED_FACTOR, EPS, IMPROVED, NEW, PASSED, REGRESSED, Finding, GatePolicy
-from harness.gate.quality import (baseline_findings, decision_findings, fidelity_class, outputs_changed, power_finding,
-                             reference_findings)
-from harness.records import CaseRecord, SpeedNoise, Speedup
+from harness.records import (
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    CaseRecord,
+    Finding,
+    SpeedNoise,
+    Speedup,
+    Verdict,
+)
 from harness.toggles import FIDELITY_CLASSES
-
-@dataclass(frozen=True)
-class Verdict:
-    case_id: str
-    status: str  # REGRESSED if any finding regressed, else IMPROVED if any improved, else PASSED; NEW without baseline
-    findings: tuple[Finding, ...] = field(default_factory=tuple)
-
-    @property
-    def message(self) -> str:
-        """One line per regression (or improvement), each prefixed with the case id."""
-        worst = [f for f in self.findings if f.status == self.status] or list(self.findings)
-        lines = [f"{self.case_id}: {f.message} [vs {f.against}]" for f in worst if f.status != PASSED]
-        return "\n".join(lines) or f"{self.case_id}: {self.status}"
-
 
 # --- speed -------------------------------------------------------------------------------------
 
@@ -453,15 +454,8 @@ def judge(
 __all__ = [
     "COLD_FIRST_ROUND",
     "COLD_FIRST_ROUND_FACTOR",
-    "DEFAULT_SPEED_FACTOR",
     "FIDELITY_CLASSES",
-    "IMPROVED",
-    "NEW",
-    "PASSED",
-    "REGRESSED",
-    "Finding",
     "GatePolicy",
-    "Verdict",
     "bootstrap_speedup",
     "cleared_by_pairs",
     "cold_first_round_findings",

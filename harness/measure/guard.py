@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import torch
 
-
 T = TypeVar("T")
 
 

@@ -49,7 +49,8 @@ from sklearn.model_selection import train_test_split
 
 from harness.pipelines.attention import attention_implementation
 from harness.pipelines.cache_api import last_logits
-from harness.pipelines.eval import EvalSettings, count_forward_passes, plan_by_length, run_eval
+from harness.pipelines.decoding import count_forward_passes, plan_by_length
+from harness.pipelines.eval import EvalSettings, run_eval
 from harness.pipelines.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import SUITES, TaskItem

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.pipelines.cache_api import last_logits
-from harness.pipelines.eval import count_forward_passes, plan_by_length
-from harness.pipelines.static_greedy import greedy_static
+from harness.pipelines.decoding import count_forward_passes, plan_by_length
 from harness.pipelines.progress import advance
+from harness.pipelines.static_greedy import greedy_static
 from harness.records import PipelineOutput
 
 SAME, DIFFERENT, UNDECIDED = "SAME", "DIFFERENT", "UNDECIDED"

@@ -45,13 +45,19 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 
-from harness.tasks.answers import extract_answer
-from harness.pipelines.eval import RowTracker, answer_complete, count_forward_passes, first_eos_ends, plan_by_length
 from harness.pipelines.cache_api import cache_keyword, output_cache
-from harness.pipelines.static_greedy import decode_static
+from harness.pipelines.decoding import (
+    RowTracker,
+    answer_complete,
+    count_forward_passes,
+    first_eos_ends,
+    plan_by_length,
+)
 from harness.pipelines.progress import advance
+from harness.pipelines.static_greedy import decode_static
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
+from harness.tasks.answers import extract_answer
 
 # reward(item, generated_text) -> float; only the text after the prompt is ever passed in.
 Reward = Callable[[TaskItem, str], float]

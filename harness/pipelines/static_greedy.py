@@ -18,7 +18,12 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import CompileConfig, LogitsProcessorList, StaticCache, StoppingCriteria
+from transformers import (
+    CompileConfig,
+    LogitsProcessorList,
+    StaticCache,
+    StoppingCriteria,
+)
 
 from harness.pipelines.attention import GROUPED_SDPA, attention_implementation
 from harness.pipelines.cache_api import cache_keyword, last_logits

@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.records import CaseRecord
+from harness.records import CaseRecord, Verdict
 from harness.store.results import verdict_from_dict, verdict_to_dict
-from harness.gate.verdict import Verdict
 
 USER_PROPERTY = "harness_results"
 SCHEMA_VERSION = 1

@@ -5,13 +5,31 @@ Nothing here computes verdicts; `write_report` picks the format from the file's 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 from harness.gate.diff import Diff
-from harness.report.tables import headline, json_report, markdown_report, summary_frame, terminal_table
+from harness.report.plots import INSTALL_HINT
+from harness.report.tables import (
+    headline,
+    json_report,
+    markdown_report,
+    summary_frame,
+    terminal_table,
+)
 
 SUPPORTED_SUFFIXES = (".md", ".html", ".json")
+# The optional package a format needs, with the extra that brings it.
+_NEEDS = {".html": ("matplotlib", INSTALL_HINT)}
+
+
+def missing_extra(suffix: str) -> str | None:
+    """Why a report of this suffix cannot be written here (its optional package is not installed); None when it can."""
+    package, hint = _NEEDS.get(suffix.lower(), (None, None))
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return hint
 
 
 def render(diff: Diff, suffix: str) -> str:
@@ -46,6 +64,7 @@ __all__ = [
     "headline",
     "json_report",
     "markdown_report",
+    "missing_extra",
     "render",
     "summary_frame",
     "terminal_table",

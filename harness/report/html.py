@@ -17,26 +17,25 @@ from html import escape
 import pandas as pd
 
 from harness.gate.diff import MISSING, CaseDiff, Diff
-from harness.records import CaseRecord
+from harness.records import IMPROVED, NEW, PASSED, REGRESSED, CaseRecord
 from harness.report import plots
 from harness.report.plots import STATUS_COLOURS, PlotCase
 from harness.report.tables import (
     ACCEPT_HINT,
-    agreement_label,
-    findings_by_message,
-    number_label,
-    timing_label,
-    source_line,
     acceptance_label,
+    agreement_label,
     counters_label,
     dominated_by,
+    findings_by_message,
     headline,
     headline_finding,
+    number_label,
     quality_parts,
+    source_line,
     speedup_parts,
     summary_frame,
+    timing_label,
 )
-from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 # The banner takes the colour of the worst status present, worst first.
 _SEVERITY = (REGRESSED, MISSING, IMPROVED, NEW, PASSED)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.gate.diff import MISSING
-from harness.records import CaseRecord
+from harness.records import IMPROVED, NEW, PASSED, REGRESSED, CaseRecord
 from harness.report.tables import speed_quality_point
-from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 INSTALL_HINT = 'the HTML report needs matplotlib: pip install "pytest-llm-harness[report]"'
 

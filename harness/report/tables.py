@@ -9,21 +9,29 @@ the same figures; the JSON writer's own module is planned.
 
 from __future__ import annotations
 
-import statistics
-
 import math
+import statistics
 from typing import Any
 
 import pandas as pd
 
-from harness.store.baseline import scrub_paths
 from harness.gate.diff import MISSING, STATUSES, CaseDiff, Diff
 from harness.measure.environment import changes as environment_changes
 from harness.measure.machine_speed import machine_scale
-from harness.records import CPU_TIME, WALL, CaseRecord
-from harness.store.results import REPORT_SCHEMA_VERSION, RUN, Acceptance, verdict_to_dict
+from harness.records import (
+    CPU_TIME,
+    IMPROVED,
+    NEW,
+    PASSED,
+    REGRESSED,
+    RUN,
+    WALL,
+    Acceptance,
+    CaseRecord,
+)
+from harness.store.baseline import scrub_paths
+from harness.store.results import REPORT_SCHEMA_VERSION, verdict_to_dict
 from harness.toggles import variant_label as toggle_variant_label
-from harness.gate.verdict import IMPROVED, NEW, PASSED, REGRESSED
 
 NO_VALUE = "—"
 TERMINAL_WIDTH = 120
@@ -69,10 +77,10 @@ _COUNTER_ABBREVIATIONS = {
 def variant_label(record: CaseRecord) -> str:
     """The toggles that differ from the reference (`kv_cache=on,topk=50`), or `reference`, as the case id
     names them (a stored record's variant may come back with its keys sorted)."""
-    inside = record.case_id.partition("[")[2]
-    if "|" in inside and inside.endswith("]"):
-        return inside.partition("|")[2][:-1]
-    return toggle_variant_label(record.variant, record.reference_variant)
+    try:
+        return record.label
+    except ValueError:  # an id written by hand, not by the plugin
+        return toggle_variant_label(record.variant, record.reference_variant)
 
 
 def speedup_label(record: CaseRecord | None) -> str:

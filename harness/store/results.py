@@ -11,52 +11,34 @@ Every problem is a `ResultsError` naming the file and what to do. Nothing is jud
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.store.baseline import BaselineError, BaselineFile, load_baseline, saved_fingerprint, speed_noise_of
-from harness.records import CaseRecord, SpeedNoise
-from harness.gate.verdict import Finding, Verdict
+from harness.records import (
+    BASELINE,
+    PYTEST_BENCHMARK,
+    REPORT,
+    Acceptance,
+    CaseRecord,
+    Finding,
+    ResultSet,
+    Verdict,
+)
+from harness.store.baseline import (
+    BaselineError,
+    BaselineFile,
+    load_baseline,
+    saved_fingerprint,
+    speed_noise_of,
+)
 
 REPORT_SCHEMA_VERSION = 2
-BASELINE, REPORT, PYTEST_BENCHMARK, RUN = "baseline", "report", "pytest-benchmark", "run"
 # Keys the plugin writes into pytest-benchmark's JSON: per benchmark, and in `machine_info`.
 RECORD_KEY, VERDICT_KEY, MACHINE_KEY = "harness_record", "harness_verdict", "harness"
 
 
 class ResultsError(Exception):
     """A result file that cannot be read; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class Acceptance:
-    """Why a baseline entry holds what it holds: the reason given when it was saved or accepted."""
-
-    reason: str
-    saved_at: str
-    commit: str | None
-
-
-@dataclass
-class ResultSet:
-    source: str  # the path as given
-    kind: str  # BASELINE, REPORT or PYTEST_BENCHMARK; RUN for a live pytest session
-    device_class: str
-    model_id: str
-    fingerprint: dict[str, Any]
-    records: dict[str, CaseRecord]  # case id -> record, in file order
-    verdicts: dict[str, Verdict] = field(default_factory=dict)  # as judged when the file was written
-    acceptances: dict[str, Acceptance] = field(default_factory=dict)  # baselines only
-    history: list[dict[str, Any]] = field(default_factory=list)  # baselines only: one entry per save
-    # baselines only: the cases whose A/A noise is known, one per CPU it was learned on
-    speed_noise: dict[str, tuple[SpeedNoise, ...]] = field(default_factory=dict)
-    ignored: int = 0  # pytest-benchmark entries that carry no case record
-    case_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)  # baselines only: each case's save
-
-    def fingerprint_of(self, case_id: str) -> dict[str, Any]:
-        """The environment a case was measured in: its own save's in a baseline, the run's otherwise."""
-        return self.case_fingerprints.get(case_id, self.fingerprint)
 
 
 def verdict_from_dict(data: dict[str, Any]) -> Verdict:
@@ -179,14 +161,8 @@ def _from_pytest_benchmark(path: Path, data: dict[str, Any]) -> ResultSet:
 
 
 __all__ = [
-    "BASELINE",
-    "PYTEST_BENCHMARK",
-    "REPORT",
     "REPORT_SCHEMA_VERSION",
-    "RUN",
     "baseline_results",
-    "Acceptance",
-    "ResultSet",
     "ResultsError",
     "read_results",
     "verdict_from_dict",

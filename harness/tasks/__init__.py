@@ -1,9 +1,9 @@
 """Task suites: the embedded seeded generators and the loader for users' JSONL files."""
 
+from harness.tasks.answers import is_correct
 from harness.tasks.item import ANSWER_TYPES, SPLITS, TaskItem, split_of
 from harness.tasks.jsonl import DatasetError, load_jsonl
 from harness.tasks.suites import SUITES, Suite, generate_suite, get_suite
-from harness.tasks.answers import is_correct
 
 
 def check(item: TaskItem, response: str) -> bool:

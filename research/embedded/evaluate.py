@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from harness.tasks.answers import extract_answer, normalize_text
 from harness.pipelines.eval import EvalSettings, run_eval
 from harness.tasks import SUITES, TaskItem, generate_suite
+from harness.tasks.answers import extract_answer, normalize_text
 
 CARD_SEED = 0  # the held-out items the model card reports
 SELECTION_SEED = 1  # other held-out items, used to choose a training checkpoint

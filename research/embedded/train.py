@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from harness.models.embedded.tokenizer import build_tokenizer
 from research.embedded.corpus import MIX, Example, example_stream
 from research.embedded.evaluate import SELECTION_SEED, SuiteScore, evaluate
-from harness.models.embedded.tokenizer import build_tokenizer
 
 IGNORE_INDEX = -100
 _DATA_WORKERS = 3

@@ -37,10 +37,10 @@ import torch
 from torch._dynamo.utils import counters
 from transformers import CompileConfig
 
-from harness.models.loading import LoadSpec, default_dtype, load_model, resolve_device
-from harness.pipelines.attention import GROUPED_SDPA
-from harness.pipelines import static_greedy
 from harness.measure.roofline import measured_read_bandwidth
+from harness.models.loading import LoadSpec, default_dtype, load_model, resolve_device
+from harness.pipelines import static_greedy
+from harness.pipelines.attention import GROUPED_SDPA
 from harness.tasks import generate_suite
 
 

@@ -24,8 +24,15 @@ from dataclasses import dataclass, replace
 import torch
 
 from harness.models.loading import LoadSpec, default_dtype, load_model, resolve_device
-from harness.pipelines.detection import DetectionSettings, Sample, build_samples, js_divergence, run_detection, split_samples
 from harness.models.profiles import is_profile
+from harness.pipelines.detection import (
+    DetectionSettings,
+    Sample,
+    build_samples,
+    js_divergence,
+    run_detection,
+    split_samples,
+)
 from harness.tasks import generate_suite
 from harness.tasks.world import ATTRIBUTE_VALUES, build_world
 

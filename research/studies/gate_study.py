@@ -39,17 +39,19 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
-from harness.store.baseline import match_machine, store_speed_noise
-from harness.measure.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY, SAME_SPEED_FACTOR
-from harness.models.loading import cpu_model
-from harness.records import SpeedNoise
+from harness.gate.machine import match_machine
+from harness.gate.verdict import GatePolicy, beyond_noise, noise_limit, noise_start
+from harness.measure.environment import cpu_model
+from harness.measure.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY
+from harness.measure.machine_speed import SAME_SPEED_FACTOR
+from harness.records import REGRESSED, SpeedNoise
 from harness.report.tables import md_cell
+from harness.store.baseline import store_speed_noise
 from harness.store.results import read_results
-from harness.gate.verdict import REGRESSED, GatePolicy, beyond_noise, noise_limit, noise_start
 
 KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
 LEVELS = (0.0, 0.10, 0.25, 0.50)

@@ -19,9 +19,23 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 
-from harness.models.loading import LoadSpec, default_dtype, load_model, resolve_device, weights_summary
+from harness.models.loading import (
+    LoadSpec,
+    default_dtype,
+    load_model,
+    resolve_device,
+    weights_summary,
+)
 from harness.models.profiles import is_profile
-from harness.pipelines.scoring import DIFFERENT, PRESETS, QUANTIZED_COPY_EXPECTED, SAME, Pair, ScoringSettings, run_scoring
+from harness.pipelines.scoring import (
+    DIFFERENT,
+    PRESETS,
+    QUANTIZED_COPY_EXPECTED,
+    SAME,
+    Pair,
+    ScoringSettings,
+    run_scoring,
+)
 from harness.tasks import SUITES, generate_suite
 
 

@@ -20,8 +20,15 @@ from dataclasses import asdict, dataclass, replace
 from scipy import stats
 
 from harness.models.loading import LoadSpec, default_dtype, load_model
-from harness.pipelines.eval import EvalSettings, answer_complete, run_eval
-from harness.pipelines.search import FORMAT_BONUS, SearchSettings, answer_reward, search_item, total_counters
+from harness.pipelines.decoding import answer_complete
+from harness.pipelines.eval import EvalSettings, run_eval
+from harness.pipelines.search import (
+    FORMAT_BONUS,
+    SearchSettings,
+    answer_reward,
+    search_item,
+    total_counters,
+)
 from harness.tasks import SUITES, TaskItem, check, generate_suite
 
 _SAME_WORK = ("rollouts", "expansions", "nodes", "max_depth", "prompt_tokens", "generated_tokens", "padded_steps")

@@ -28,8 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.gate.policy import DEFAULT_SPEED_FACTOR  # noqa: E402
-from research.studies.gate_study import (DEFAULT_BASELINE, _append, baseline_speedups, logged_runs, run_gate,  # noqa: E402
-                                        slowdown_levels)
+from research.studies.gate_study import (  # noqa: E402
+    DEFAULT_BASELINE,
+    _append,
+    baseline_speedups,
+    logged_runs,
+    run_gate,
+    slowdown_levels,
+)
 
 LEVELS = (0.0, 0.10, 0.25, 0.50)
 

@@ -7,7 +7,13 @@ file's path does.
 import pytest
 
 from harness.pipelines.eval import EvalSettings, run_eval
-from harness.pipelines.scoring import DIFFERENT, SAME, Pair, ScoringSettings, run_scoring
+from harness.pipelines.scoring import (
+    DIFFERENT,
+    SAME,
+    Pair,
+    ScoringSettings,
+    run_scoring,
+)
 from harness.pipelines.search import SearchSettings, run_search
 from harness.tasks import generate_suite
 
