@@ -1,8 +1,9 @@
-"""`harness`: compare, render and accept result files without rerunning anything.
+"""`harness`: compare, render and accept result files without rerunning anything; learn the speed noise.
 
     harness diff OLD NEW [--markdown PATH|-] [--html PATH] [--json PATH] [--ratchet] [--allow-missing]
     harness report RESULTS [--markdown PATH|-] [--html PATH] [--json PATH]
     harness accept RESULTS --reason "why" [--baseline-dir baselines] [--case SUBSTRING ...]
+    harness calibrate [--runs 20] [--baseline PATH] [--log PATH] [-- PYTEST_ARGS]
 
 Exit codes (diff and report): 0 no regression; 1 a case regressed (or, in diff, went missing);
 2 bad input or usage; 3 only with --ratchet: a case improved beyond its baseline, which is stale.
@@ -16,12 +17,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from harness.calibrate import (
+    DEFAULT_BASELINE,
+    DEFAULT_LOG,
+    MIN_RUNS,
+    CalibrationError,
+    calibrate,
+    run_aa,
+)
 from harness.gate.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.gate.policy import DEFAULT_SPEED_FACTOR, DEFAULT_TIME_FACTOR
 from harness.gate.verdict import GatePolicy
 from harness.records import BASELINE, IMPROVED, REGRESSED, ResultSet
-from harness.report import render, terminal_table, write_report
+from harness.report import missing_extra, render, terminal_table, write_report
 from harness.store.baseline import (
+    SAVE_HINT,
     BaselineError,
     baseline_path,
     current_commit,
@@ -74,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     accept.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
                         help="accept only cases whose id contains this (repeatable); default: every case")
     accept.add_argument("--commit", help="the commit the results were measured at (default: git HEAD here)")
+
+    calibrate = commands.add_parser("calibrate", help="run the gate N times with nothing changed, then store each "
+                                                      "variant's speed noise with its baseline entry (arguments "
+                                                      "after -- go to pytest)")
+    calibrate.add_argument("--runs", type=int, default=20, help="A/A runs in the log in all, those there already "
+                                                                 "counted (default 20; the noise needs "
+                                                                 f"{MIN_RUNS} or more)")
+    calibrate.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
+                           help=f"the baseline file the runs are judged against (default {DEFAULT_BASELINE})")
+    calibrate.add_argument("--log", type=Path, default=DEFAULT_LOG, help=f"the A/A runs' log (default {DEFAULT_LOG})")
     return parser
 
 
@@ -98,7 +118,15 @@ def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> 
     return EXIT_OK
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """A report that could not be written is refused before any file is read."""
+    hint = missing_extra(".html") if args.html else None
+    if hint:
+        raise ResultsError(f"--html {args.html}: {hint}")
+
+
 def run_diff(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     old, new = read_results(args.old), read_results(args.new)
     policy = replace(GatePolicy.for_speed_factor(args.speed_factor, new.device_class), strict_env=args.strict_env)
     diff = compare(old, new, policy, cross_device=args.cross_device)
@@ -107,6 +135,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     results = read_results(args.results)
     diff = compare(None, results, verdicts=results.verdicts)
     _emit(diff, args)
@@ -138,12 +167,29 @@ def run_accept(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    if args.runs < MIN_RUNS:
+        raise CalibrationError(f"--runs {args.runs}: a variant's noise needs {MIN_RUNS} A/A runs or more")
+    if not args.baseline.is_file():
+        raise CalibrationError(f"no baseline at {args.baseline}: save one first with {SAVE_HINT}, or give --baseline")
+    run_aa(args.log, args.runs, args.pytest_args, args.baseline)
+    noise = calibrate(args.log, args.baseline)
+    print(f"speed noise of {len(noise)} variant(s) stored in {args.baseline} (A/A runs: {args.log})")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
-    command = {"diff": run_diff, "report": run_report, "accept": run_accept}[args.command]
+    if pytest_args and args.command != "calibrate":
+        build_parser().error("arguments after -- go to pytest, which only harness calibrate runs")
+    args.pytest_args = pytest_args
+    command = {"diff": run_diff, "report": run_report, "accept": run_accept, "calibrate": run_calibrate}[args.command]
     try:
         return command(args)
-    except (ResultsError, DiffRefused, BaselineError) as error:
+    except (ResultsError, DiffRefused, BaselineError, CalibrationError) as error:
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ImportError as error:  # an optional dependency of one report format

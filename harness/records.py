@@ -101,12 +101,12 @@ class Confirmation:
 @dataclass(frozen=True)
 class SpeedNoise:
     """How far a variant's speedup moves between runs when nothing changed, learned from A/A runs of the gate
-    (`python -m research.studies.gate_study calibrate`) and stored with the case's baseline entry."""
+    (`harness calibrate`) and stored with the case's baseline entry."""
 
     center: float  # mean of log(baseline speedup / run speedup) over the A/A runs
     spread: float  # its standard deviation
     runs: int  # how many A/A runs it was learned from
-    measured: str  # when and where, e.g. "2026-12-01, AMD EPYC (2 cores)"
+    measured: str  # when and where, e.g. "<date>, AMD EPYC (2 cores)"
     cpu: str = ""  # the CPU's model name it was learned on; "" in entries stored before it was kept
     arch: str = ""  # and its generation (models.cpu_arch); "" in entries stored before it was kept
     # The median calibration time of the A/A runs (machine_speed): the machine speed the noise holds near. None in

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 # Fidelity classes, strictest first: what a variant owes the reference variant (the gate's rules: harness.gate.quality).
 EXACT, ANSWER, TOLERANCE, BUDGETED = "exact", "answer-preserving", "tolerance", "budgeted"
 FIDELITY_CLASSES = (EXACT, ANSWER, TOLERANCE, BUDGETED)
-LOAD, RUN = "load", "run"
 MATRICES = ("ablation", "leave-one-out", "full", "all-on")
 
 
@@ -22,7 +21,6 @@ class Toggle:
     name: str
     values: tuple[str, ...]  # reference value first
     optimized: str  # the value "all on" uses
-    acts: str  # LOAD: needs its own loaded model; RUN: the same loaded model serves every value
     fidelity: str  # EXACT / ANSWER / TOLERANCE / BUDGETED in fp32 with unquantized weights
     pipelines: frozenset[str]
     description: str
@@ -44,21 +42,21 @@ _ALL = frozenset({"eval", "search", "detection", "scoring"})
 TOGGLES: dict[str, Toggle] = {
     t.name: t
     for t in (
-        Toggle("kv_cache", ("off", "on"), "on", RUN, EXACT, frozenset({"eval", "scoring", "search"}),
+        Toggle("kv_cache", ("off", "on"), "on", EXACT, frozenset({"eval", "scoring", "search"}),
                "reuse past keys and values while decoding",
                low_precision=TOLERANCE),
-        Toggle("early_stop", ("off", "on"), "on", RUN, ANSWER, frozenset({"eval", "scoring", "search"}),
+        Toggle("early_stop", ("off", "on"), "on", ANSWER, frozenset({"eval", "scoring", "search"}),
                "stop at EOS / a completed answer"),
-        Toggle("topk", ("full", "50", "30", "10"), "50", RUN, BUDGETED, frozenset({"detection", "scoring"}),
+        Toggle("topk", ("full", "50", "30", "10"), "50", BUDGETED, frozenset({"detection", "scoring"}),
                "score over the top-k tokens instead of the full vocabulary", budget=0.01),
-        Toggle("batching", ("1", "static8", "dynamic"), "dynamic", RUN, ANSWER, _ALL,
+        Toggle("batching", ("1", "static8", "dynamic"), "dynamic", ANSWER, _ALL,
                "one item at a time, fixed batches of 8, or length-sorted buckets under a token budget",
                low_precision=TOLERANCE),
-        Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", RUN, TOLERANCE, _ALL,
+        Toggle("attention", ("eager", "sdpa", "flash_attention_2"), "sdpa", TOLERANCE, _ALL,
                "attention implementation"),
-        Toggle("quantization", ("none", "int8", "nf4"), "nf4", LOAD, BUDGETED, _ALL, "bitsandbytes weight quantization",
+        Toggle("quantization", ("none", "int8", "nf4"), "nf4", BUDGETED, _ALL, "bitsandbytes weight quantization",
                budget=0.02),
-        Toggle("compile", ("off", "on"), "on", LOAD, TOLERANCE, frozenset({"eval", "scoring", "search"}),
+        Toggle("compile", ("off", "on"), "on", TOLERANCE, frozenset({"eval", "scoring", "search"}),
                "static KV cache + torch.compile"),
     )
 }
@@ -70,7 +68,8 @@ class ToggleError(ValueError):
 
 def get_toggle(name: str) -> Toggle:
     if name not in TOGGLES:
-        raise ToggleError(f"unknown toggle {name!r}; toggles: {', '.join(TOGGLES)}")
+        known = "; ".join(f"{t.name} ({t.description})" for t in TOGGLES.values())
+        raise ToggleError(f"unknown toggle {name!r}; the toggles are: {known}")
     return TOGGLES[name]
 
 
@@ -115,6 +114,15 @@ def unavailable_reason(variant: dict[str, str], device: str) -> str | None:
     if variant.get("compile") == "on" and quantization != "none":
         return "compile=on with bitsandbytes quantization is not supported by torch.compile; drop one of them"
     return None
+
+
+def value_of(variant: dict[str, str], name: str) -> str:
+    """A toggle's value in a variant: the toggle's reference value where the variant does not sweep it."""
+    return variant.get(name, get_toggle(name).reference)
+
+
+def is_on(variant: dict[str, str], name: str) -> bool:
+    return value_of(variant, name) == "on"
 
 
 def reference_variant(toggles: dict[str, tuple[str, ...]]) -> dict[str, str]:

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from harness.records import SpeedNoise
+from harness.calibrate import logged_runs, metric_kind, speed_noise
 from research.studies.gate_study import (
     INJECTIONS,
     LEVELS,
@@ -19,13 +20,10 @@ from research.studies.gate_study import (
     gate_command,
     held_out_line,
     injection_table,
-    logged_runs,
-    metric_kind,
     noise_table,
     paired_table,
     slowdown_levels,
     slowdown_table,
-    speed_noise,
     spread_sources_table,
     timing_table,
 )
@@ -246,7 +244,8 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
 
     from harness.store.baseline import load_baseline, speed_noise_of
-    from research.studies.gate_study import baseline_speedups, calibrate, calibrated_at
+    from harness.calibrate import baseline_speedups, calibrate
+    from research.studies.gate_study import calibrated_at
 
     baseline = tmp_path / "baseline.json"
     shutil.copy(RECORDED, baseline)

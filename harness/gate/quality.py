@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from harness import toggles as toggle_registry
 from harness.gate.policy import EPS, GatePolicy
 from harness.records import PASSED, REGRESSED, CaseRecord, Finding, PipelineOutput
+from harness.toggles import value_of
 
 _FP32_NAMES = frozenset({"float32", "fp32", "torch.float32"})
 _NAMED = 5  # items named in a message; the rest are counted
@@ -72,7 +73,7 @@ def quantized(record: CaseRecord) -> str | None:
     """The quantization of the weights a record ran, or None when they were not quantized."""
     weights = record.metadata.get("weights")
     loaded = weights.get("quantization", "none") if isinstance(weights, dict) else "none"
-    asked = record.variant.get("quantization", "none")
+    asked = value_of(record.variant, "quantization")
     return next((q for q in (loaded, asked) if q != "none"), None)
 
 

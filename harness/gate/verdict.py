@@ -152,8 +152,8 @@ def noise_limit(noise: SpeedNoise, policy: GatePolicy) -> float:
 def noise_start(noise: SpeedNoise) -> float:
     """Where a drop is counted from, in log(baseline speedup / speedup): the slower of the baseline and the A/A
     mean. A baseline recorded in a slow moment is forgiven when the A/A runs were slower still; one recorded in
-    a fast moment is not held against later runs, which the A/A runs of one sitting would otherwise do (their
-    spread does not cover how far one sitting's mean lies from another's)."""
+    a fast moment is not held against later runs, which the A/A runs of one series would otherwise do (their
+    spread does not cover how far one series' mean lies from another's)."""
     return max(noise.center, 0.0)
 
 

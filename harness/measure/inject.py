@@ -1,4 +1,4 @@
-"""Regressions put in on purpose, to measure whether the gate catches them (`gate_study inject`).
+"""Regressions put in on purpose, to measure whether the gate catches them (`--bench-inject`).
 
 `pytest --benchmark --bench-inject SPEC` (repeatable) turns one on for the run; without that option
 nothing here acts. Each one breaks what a real change could break, where it would break it:

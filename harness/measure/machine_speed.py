@@ -61,7 +61,7 @@ def machine_scale(run: dict, saved: dict) -> float | None:
 
 
 def slower_by(scale: float | None) -> float | None:
-    """The factor to divide this run's times by: a slower calibration only. One sitting's calibrations spread 1.7x
+    """The factor to divide this run's times by: a slower calibration only. One series of runs' calibrations spread 1.7x
     (10.8-18.2 ms), so a fast one must not make the rounds that follow look slow; a slow one can only forgive."""
     return scale if scale is not None and scale > 1.0 else None
 

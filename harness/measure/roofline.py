@@ -9,7 +9,7 @@ counted over the whole round: prefill, Python and the pipeline's own work count 
 point. The counters come from the pipeline (`forward_passes`, `kv_positions_read`), the bytes from the
 loaded model, the bandwidth from the GPU's data sheet. Data sheets promise more than any kernel reads, so the
 share is also given of the bandwidth measured on the GPU itself: a sum over a tensor far larger than its L2
-cache, the fastest of a few runs (4.03-4.09 TB/s over 1 GB on the H200 leases measured, against the data
+cache, the fastest of a few runs (4.03-4.09 TB/s over 1 GB measured on the H200, against the data
 sheet's 4.8).
 """
 

@@ -245,9 +245,6 @@ class ModelCache:
         if spec not in self._models:
             self._models[spec] = load_model(spec)
         return self._models[spec]
-
-    def clear(self) -> None:
-        self._models.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -54,6 +54,7 @@ from harness.pipelines.eval import EvalSettings, run_eval
 from harness.pipelines.progress import advance
 from harness.records import PipelineOutput
 from harness.tasks import SUITES, TaskItem
+from harness.toggles import value_of
 
 Head = tuple[int, int]  # (layer, head)
 
@@ -95,8 +96,8 @@ class DetectionSettings:
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], **overrides) -> DetectionSettings:
-        topk = variant.get("topk", "full")
-        return cls(topk=None if topk == "full" else int(topk), batching=variant.get("batching", "1"), **overrides)
+        topk = value_of(variant, "topk")
+        return cls(topk=None if topk == "full" else int(topk), batching=value_of(variant, "batching"), **overrides)
 
 
 @dataclass

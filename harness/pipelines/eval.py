@@ -22,6 +22,7 @@ from harness.pipelines.static_greedy import greedy_static
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 from harness.tasks.answers import extract_answer
+from harness.toggles import is_on, value_of
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,10 @@ class EvalSettings:
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> EvalSettings:
         return cls(
             max_new_tokens=max_new_tokens,
-            kv_cache=variant.get("kv_cache", "off") == "on",
-            early_stop=variant.get("early_stop", "off") == "on",
-            batching=variant.get("batching", "1"),
-            compile=variant.get("compile", "off") == "on",
+            kv_cache=is_on(variant, "kv_cache"),
+            early_stop=is_on(variant, "early_stop"),
+            batching=value_of(variant, "batching"),
+            compile=is_on(variant, "compile"),
             **overrides,
         )
 

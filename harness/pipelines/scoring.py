@@ -52,6 +52,7 @@ from harness.pipelines.decoding import count_forward_passes, plan_by_length
 from harness.pipelines.progress import advance
 from harness.pipelines.static_greedy import greedy_static
 from harness.records import PipelineOutput
+from harness.toggles import is_on, value_of
 
 SAME, DIFFERENT, UNDECIDED = "SAME", "DIFFERENT", "UNDECIDED"
 METHODS = ("kl_full", "delta_target", "topk_delta")
@@ -122,13 +123,13 @@ class ScoringSettings:
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], **overrides) -> ScoringSettings:
-        topk = variant.get("topk", "full")
+        topk = value_of(variant, "topk")
         return cls(
             topk=None if topk == "full" else int(topk),
-            batching=variant.get("batching", "1"),
-            early_stop=variant.get("early_stop", "off") == "on",
-            kv_cache=variant.get("kv_cache", "off") == "on",
-            compile=variant.get("compile", "off") == "on",
+            batching=value_of(variant, "batching"),
+            early_stop=is_on(variant, "early_stop"),
+            kv_cache=is_on(variant, "kv_cache"),
+            compile=is_on(variant, "compile"),
             **overrides,
         )
 

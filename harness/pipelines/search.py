@@ -58,6 +58,7 @@ from harness.pipelines.static_greedy import decode_static
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 from harness.tasks.answers import extract_answer
+from harness.toggles import is_on, value_of
 
 # reward(item, generated_text) -> float; only the text after the prompt is ever passed in.
 Reward = Callable[[TaskItem, str], float]
@@ -107,10 +108,10 @@ class SearchSettings:
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> SearchSettings:
         return cls(
             max_new_tokens=max_new_tokens,
-            kv_cache=variant.get("kv_cache", "off") == "on",
-            batching=variant.get("batching", "1"),
-            early_stop=variant.get("early_stop", "off") == "on",
-            compile=variant.get("compile", "off") == "on",
+            kv_cache=is_on(variant, "kv_cache"),
+            batching=value_of(variant, "batching"),
+            early_stop=is_on(variant, "early_stop"),
+            compile=is_on(variant, "compile"),
             **overrides,
         )
 

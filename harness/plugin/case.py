@@ -58,6 +58,7 @@ from harness.records import (
 from harness.report.tables import ACCEPT_HINT
 from harness.store.baseline import BaselineError, scrub_paths
 from harness.store.results import RECORD_KEY, VERDICT_KEY, verdict_to_dict
+from harness.toggles import is_on, value_of
 
 
 @dataclass
@@ -86,9 +87,9 @@ class BenchCase:
 
     def load_spec(self, variant: dict[str, str]) -> LoadSpec:
         device, options = self.session.device, self.session.options
-        quantization = self.session.injections.quantization(variant.get("quantization", "none"))
+        quantization = self.session.injections.quantization(value_of(variant, "quantization"))
         return LoadSpec(self.session.model_source, device, default_dtype(device), quantization,
-                        compile=variant.get("compile") == "on", trust_remote_code=options.trust_remote_code,
+                        compile=is_on(variant, "compile"), trust_remote_code=options.trust_remote_code,
                         allow_pickle_weights=options.allow_pickle_weights, placement=self.session.placement)
 
     def load(self, source: str | None = None, quantization: str | None = None, dtype: str | None = None,
@@ -306,7 +307,7 @@ def chosen_warm_up(variant: dict[str, str], device: str, pipeline: Callable, war
     leaves the rounds cold. Compiling does (each new shape compiles). On a GPU so did the cases' shorter warm-ups:
     31 of the 142 cases of the GPU baselines had a first timed round 1.5-5.7x the median of the rest
     (eval[math-200|reference] on the H100: 21.7 s against 6.8 s), none of the CPU baseline's."""
-    if variant.get("compile") == "on" or device == "cuda":
+    if is_on(variant, "compile") or device == "cuda":
         return pipeline
     return warm_up or _no_warm_up
 

@@ -31,6 +31,7 @@ from harness.records import (
 )
 from harness.store.baseline import scrub_paths
 from harness.store.results import REPORT_SCHEMA_VERSION, verdict_to_dict
+from harness.toggles import is_on
 from harness.toggles import variant_label as toggle_variant_label
 
 NO_VALUE = "—"
@@ -487,7 +488,7 @@ def timing_label(record: CaseRecord) -> str:
     text += (f"; judged by {speed.timer} time; {speed.items_per_round} items and {speed.tokens_per_round} generated "
              "tokens per round")
     if speed.warm_up_seconds:
-        what = "compilation included" if record.variant.get("compile") == "on" else "untimed"
+        what = "compilation included" if is_on(record.variant, "compile") else "untimed"
         text += f"; warm-up {speed.warm_up_seconds:.3g} s ({what})"
     decode = record.metadata.get("decode")
     if isinstance(decode, dict):

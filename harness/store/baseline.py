@@ -213,7 +213,7 @@ def _parse_case(path: Path, case_id: str, entry: Any) -> CaseRecord:
     return record
 
 
-_NOISE_FIX = ("measure it again with python -m research.studies.gate_study calibrate, or delete the case's "
+_NOISE_FIX = ("measure it again with harness calibrate, or delete the case's "
               "'speed_noise' entry to gate it by the speed factor")
 
 
@@ -413,8 +413,8 @@ def current_commit(root: Path | str | None = None, ignore: Path | str | None = N
     """The short git commit of `root` (default: the working directory), recorded with a save; None outside git.
 
     With changes not committed (tracked files edited, or files git does not ignore yet untracked), the code
-    measured is not that commit's, and the commit reads `abc1234-dirty`. Changes under `ignore` (the baseline
-    directory, which an earlier save of the same sitting has written) do not count.
+    measured is not that commit's, and the commit id ends in `-dirty`. Changes under `ignore` (the baseline
+    directory, which an earlier save from the same checkout has written) do not count.
     """
     commit = _git(root, "rev-parse", "--short", "HEAD")
     if not commit:

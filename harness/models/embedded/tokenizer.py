@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -41,6 +39,3 @@ def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
         split_special_tokens=True,
     )
 
-
-def save_tokenizer(directory: Path) -> None:
-    build_tokenizer().save_pretrained(directory)
