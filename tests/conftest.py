@@ -1,16 +1,8 @@
-"""Settings for the test run as a whole."""
-
-import os
+"""Settings for the project's own tests (the run-wide ones are in the top-level conftest.py)."""
 
 import pytest
-import torch
 
 _XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-
-# Under pytest-xdist (the README's `pytest -n 2`) each worker runs torch on one thread: two workers of two
-# threads each on a 2-core machine would wait on each other at every operation's thread barrier.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -44,8 +44,6 @@ from harness.plugin.options import BenchOptions, check_options
 from harness.records import NEW
 from harness.store.baseline import save_baseline
 
-pytest_plugins = ["pytester"]
-
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -294,6 +292,40 @@ def test_bad_measurement_options_are_usage_errors_that_say_what_to_give(pytester
     config = pytester.parseconfig("--benchmark", *args)  # the options as pytest parses them, without a run
     with pytest.raises(pytest.UsageError, match=re.escape(message)):
         check_options(BenchOptions.from_config(config))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--bench-report", "afile/report.md"), "--bench-report afile/report.md: "),
+    (("--bench-report", "out.md"), "--bench-report out.md: that is a directory; give a file path"),
+    (("--bench-baseline-dir", "afile"), "--bench-baseline-dir afile: "),
+    (("--bench-baseline-dir", "no-such-dir"), "--bench-baseline-dir no-such-dir: no such directory"),
+    (("--bench-baseline-dir", "afile/baselines", "--bench-save-baseline", "--bench-reason", "why"),
+     "so the baselines could not be saved; give a directory you can write"),
+])
+def test_outputs_that_could_not_be_written_are_refused_before_any_work(pytester: pytest.Pytester, args, message) -> None:
+    (pytester.path / "afile").write_text("not a directory")
+    (pytester.path / "out.md").mkdir()
+    config = pytester.parseconfig("--benchmark", *args)
+    with pytest.raises(pytest.UsageError, match=re.escape(message)):
+        check_options(BenchOptions.from_config(config), pytester.path)
+
+
+def test_the_default_baseline_directory_may_not_exist_yet(pytester: pytest.Pytester) -> None:
+    # A new project has no baselines/: every case reads "new" until a save creates it. A directory given on
+    # purpose must exist, or a typo would read every case as new.
+    check_options(BenchOptions.from_config(pytester.parseconfig("--benchmark")), pytester.path)
+
+
+def test_an_html_report_without_its_extra_is_refused_with_the_install_command(pytester, monkeypatch) -> None:
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else found(name, *a))
+    config = pytester.parseconfig("--benchmark", "--bench-report", "report.html")
+    with pytest.raises(pytest.UsageError, match=re.escape('pip install "pytest-llm-harness[report]"')):
+        check_options(BenchOptions.from_config(config), pytester.path)
+    check_options(BenchOptions.from_config(pytester.parseconfig("--benchmark", "--bench-report", "report.md")),
+                  pytester.path)  # Markdown needs no extra
 
 
 def test_a_bad_option_stops_the_run_before_any_case(pytester: pytest.Pytester) -> None:

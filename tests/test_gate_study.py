@@ -8,8 +8,8 @@ import math
 import statistics
 from pathlib import Path
 
-from harness.records import SpeedNoise
 from harness.calibrate import logged_runs, metric_kind, speed_noise
+from harness.records import SpeedNoise
 from research.studies.gate_study import (
     INJECTIONS,
     LEVELS,
@@ -243,8 +243,8 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
 
     from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
 
-    from harness.store.baseline import load_baseline, speed_noise_of
     from harness.calibrate import baseline_speedups, calibrate
+    from harness.store.baseline import load_baseline, speed_noise_of
     from research.studies.gate_study import calibrated_at
 
     baseline = tmp_path / "baseline.json"

@@ -32,8 +32,6 @@ from harness.plugin import workers
 from harness.plugin.merge import USER_PROPERTY, MergedRun, WorkerResults, results_of
 from harness.records import NEW, PASSED, CaseRecord, PipelineOutput, Speed, Verdict
 
-pytest_plugins = ["pytester"]
-
 needs_xdist = pytest.mark.skipif(importlib.util.find_spec("xdist") is None,
                                  reason="needs pytest-xdist: pip install -e '.[dev]'")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -22,8 +22,6 @@ from harness.records import (
     Verdict,
 )
 
-pytest_plugins = ["pytester"]
-
 CASE = '''
 import pytest
 from harness.pipelines.eval import EvalSettings, run_eval

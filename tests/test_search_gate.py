@@ -7,8 +7,6 @@ must fail, naming what moved.
 """
 
 
-pytest_plugins = ["pytester"]
-
 CASE = '''
 import pytest
 from harness.pipelines.search import SearchSettings, run_search

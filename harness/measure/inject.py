@@ -148,9 +148,8 @@ class _Marked(str):
 @contextmanager
 def _early_stop_cut(share: float, item_id: str | None) -> Iterator[None]:
     from harness.pipelines import decoding
-    from harness.pipelines import eval as eval_pipeline
 
-    honest, honest_batch = decoding.answer_complete, eval_pipeline._generate_batch
+    honest, honest_batch = decoding.answer_complete, decoding._generate_batch
 
     def cutting(text: str, answer_type: str) -> bool:
         opened = text.rfind("\\boxed{")
@@ -163,12 +162,12 @@ def _early_stop_cut(share: float, item_id: str | None) -> Iterator[None]:
         batch = [replace(item, answer_type=_Marked(item.answer_type)) if item.id == item_id else item for item in batch]
         return honest_batch(model, tokenizer, batch, settings)
 
-    # The eval pipeline's stop rule (decoding.RowTracker) reads decoding.answer_complete when it runs.
-    decoding.answer_complete, eval_pipeline._generate_batch = cutting, marking
+    # The stop rule (decoding.RowTracker) and the batch loop read these module globals when they run.
+    decoding.answer_complete, decoding._generate_batch = cutting, marking
     try:
         yield
     finally:
-        decoding.answer_complete, eval_pipeline._generate_batch = honest, honest_batch
+        decoding.answer_complete, decoding._generate_batch = honest, honest_batch
 
 
 def _stale_newest(states):

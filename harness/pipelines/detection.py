@@ -49,11 +49,15 @@ from sklearn.model_selection import train_test_split
 
 from harness.pipelines.attention import attention_implementation
 from harness.pipelines.cache_api import last_logits
-from harness.pipelines.decoding import count_forward_passes, plan_by_length
-from harness.pipelines.eval import EvalSettings, run_eval
+from harness.pipelines.decoding import (
+    GenerationSettings,
+    count_forward_passes,
+    generate_answers,
+    plan_by_length,
+)
 from harness.pipelines.progress import advance
 from harness.records import PipelineOutput
-from harness.tasks import SUITES, TaskItem
+from harness.tasks import SUITES, TaskItem, check
 from harness.toggles import value_of
 
 Head = tuple[int, int]  # (layer, head)
@@ -135,15 +139,12 @@ def build_samples(model, tokenizer, items: list[TaskItem]) -> list[Sample]:
     Generated with sdpa whatever the model is set to, so that a session's labels do not depend on
     which variant asked first. Blank answers (nothing to score) are dropped.
     """
-    settings = EvalSettings(max_new_tokens=SUITES[items[0].suite].max_new_tokens, kv_cache=True,
-                            early_stop=True, batching="dynamic")
-    with attention_implementation(model, "sdpa"):
-        output = run_eval(model, tokenizer, items, settings)
-    return [
-        Sample(item.id, item.prompt, text, hallucinated=score == 0.0)
-        for item, text, score in zip(items, output.item_outputs, output.item_scores)
-        if text.strip()
-    ]
+    settings = GenerationSettings(max_new_tokens=SUITES[items[0].suite].max_new_tokens, kv_cache=True,
+                                  early_stop=True, batching="dynamic")
+    with attention_implementation(model, "sdpa"), torch.no_grad():
+        texts, _ = generate_answers(model, tokenizer, items, settings)
+    return [Sample(item.id, item.prompt, text, hallucinated=not check(item, text))
+            for item, text in zip(items, texts) if text.strip()]
 
 
 def split_samples(samples: list[Sample], calibration_share: float = 0.5, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
