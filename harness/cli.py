@@ -30,13 +30,8 @@ from harness.gate.policy import DEFAULT_SPEED_FACTOR, DEFAULT_TIME_FACTOR
 from harness.gate.verdict import GatePolicy
 from harness.records import BASELINE, IMPROVED, REGRESSED, ResultSet
 from harness.report import missing_extra, render, terminal_table, write_report
-from harness.store.baseline import (
-    SAVE_HINT,
-    BaselineError,
-    baseline_path,
-    current_commit,
-    save_baseline,
-)
+from harness.store.baseline import baseline_path, current_commit, save_baseline
+from harness.store.baseline_format import SAVE_HINT, BaselineError
 from harness.store.results import ResultsError, read_results
 
 

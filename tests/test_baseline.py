@@ -16,14 +16,12 @@ import pytest
 from harness.records import CaseRecord, PipelineOutput, Speed, Speedup
 from harness.store import baseline as baseline_module
 from harness.store.baseline import (
-    SCHEMA_VERSION,
-    BaselineError,
     baseline_path,
     load_baseline,
-    record_of,
     save_baseline,
     scrub_paths,
 )
+from harness.store.baseline_format import SCHEMA_VERSION, BaselineError, record_of
 
 DEVICE, MODEL = "cpu", "embedded-reference"
 FINGERPRINT = {"torch": "2.13.0", "transformers": "5.1.0", "bitsandbytes": None, "device": "cpu"}
@@ -401,7 +399,8 @@ def test_scrub_leaves_relative_paths_and_other_values_alone() -> None:
 
 def test_speed_noise_is_stored_with_its_case_and_dropped_when_the_case_is_saved_again(path: Path) -> None:
     from harness.records import SpeedNoise
-    from harness.store.baseline import speed_noise_of, store_speed_noise
+    from harness.store.baseline import store_speed_noise
+    from harness.store.baseline_format import speed_noise_of
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on"), make_record("eval[math|reference]")])
     noise = SpeedNoise(center=-0.01, spread=0.03, runs=10, measured="2026-12-01, AMD EPYC (2 cores)")
@@ -484,7 +483,7 @@ def test_each_cpu_keeps_its_own_speed_noise_held_against_its_own_machine_speed()
 
 def test_speed_noise_of_one_cpu_in_files_before_per_cpu_noise_still_reads(path: Path) -> None:
     from harness.records import SpeedNoise
-    from harness.store.baseline import speed_noise_of
+    from harness.store.baseline_format import speed_noise_of
 
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
     one = {"center": 0.0, "spread": 0.03, "runs": 8, "measured": "2026-12-01, AMD EPYC (2 cores)"}

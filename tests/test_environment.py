@@ -11,7 +11,8 @@ from harness.measure.environment import changes, same_machine
 from harness.measure.timing import MeasureSettings, Side, measure
 from harness.models.loading import checkpoint_hash, model_id
 from harness.records import CPU_TIME, PASSED, REGRESSED, WALL, PipelineOutput
-from harness.store.baseline import BaselineError, save_baseline
+from harness.store.baseline import save_baseline
+from harness.store.baseline_format import BaselineError
 
 SAVED = {"device_class": "cpu", "torch": "2.13.0+cpu", "transformers": "5.25.0", "bitsandbytes": "0.50.2",
          "cpu": "Intel(R) Xeon(R) Processor", "cpu_arch": "family 6 model 207, amx", "calibration_seconds": 0.02,

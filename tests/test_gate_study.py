@@ -244,7 +244,8 @@ def test_calibrate_stores_the_noise_of_runs_judged_against_the_baseline_it_has(t
     from diff_fixtures import ALL_ON, RECORDED, SEARCH_ALL_ON
 
     from harness.calibrate import baseline_speedups, calibrate
-    from harness.store.baseline import load_baseline, speed_noise_of
+    from harness.store.baseline import load_baseline
+    from harness.store.baseline_format import speed_noise_of
     from research.studies.gate_study import calibrated_at
 
     baseline = tmp_path / "baseline.json"

@@ -232,7 +232,7 @@ def test_markdown_stays_under_the_pull_request_comment_limit() -> None:
 
     from diff_fixtures import as_run, recorded
 
-    from harness.report.tables import MARKDOWN_LIMIT
+    from harness.report.markdown import MARKDOWN_LIMIT
 
     run = as_run(recorded())
     many = {}

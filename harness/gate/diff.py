@@ -17,6 +17,8 @@ from harness.gate.verdict import (
     judge,
     one_toggle_neighbours,
 )
+from harness.measure.environment import changes
+from harness.measure.machine_speed import machine_scale
 from harness.records import (
     IMPROVED,
     NEW,
@@ -58,6 +60,10 @@ class Diff:
     cases: list[CaseDiff]
     speed_judged: bool = True  # False when device classes differ and --cross-device was asked for
     notes: list[str] = field(default_factory=list)
+    # Against the baseline's last save: how much longer this machine ran the calibration workload (None: unknown),
+    # and what differs in the environment (measure.environment.changes).
+    machine_scale: float | None = None
+    environment_changes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -159,6 +165,9 @@ def compare(
             cases.append(CaseDiff(case_id, baseline.pipeline, MISSING, None, baseline, None,
                                   accepted=old.acceptances.get(case_id)))
     diff = Diff(old, new, cases, speed_judged)
+    if old is not None:
+        diff.machine_scale = machine_scale(new.fingerprint, old.fingerprint)
+        diff.environment_changes = changes(new.fingerprint, old.fingerprint)
     if outside_matrix:
         diff.notes.append(f"{outside_matrix} baseline case(s) of variants outside this run's --bench-matrix were not run "
                           "(not counted as missing)")

@@ -1,8 +1,5 @@
 """One bench case: what its body sees (`bench.variant`, `bench.load`, `bench.run`), and how `run` measures the
 case's variants together, judges this one, and hands its rounds to pytest-benchmark's fixture.
-
-One piece past 400 lines: measuring a case's variants, interleaved, and judging one of them share the case's
-state (its collected variants, its reference, its models), which pytest hands to one fixture object.
 """
 
 from __future__ import annotations
@@ -56,7 +53,8 @@ from harness.records import (
     differing_items,
 )
 from harness.report.tables import ACCEPT_HINT
-from harness.store.baseline import BaselineError, scrub_paths
+from harness.store.baseline import scrub_paths
+from harness.store.baseline_format import BaselineError
 from harness.store.results import RECORD_KEY, VERDICT_KEY, verdict_to_dict
 from harness.toggles import is_on, value_of
 

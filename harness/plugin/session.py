@@ -25,14 +25,13 @@ from harness.plugin.options import BenchOptions
 from harness.records import RUN, CaseRecord, ResultSet, Verdict
 from harness.report import terminal_table
 from harness.store.baseline import (
-    BaselineError,
-    BaselineFile,
     baseline_path,
     current_commit,
     load_baseline,
     save_baseline,
     scrub_paths,
 )
+from harness.store.baseline_format import BaselineError, BaselineFile
 from harness.store.results import baseline_results
 
 

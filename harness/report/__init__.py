@@ -10,14 +10,10 @@ import json
 from pathlib import Path
 
 from harness.gate.diff import Diff
+from harness.report.json_report import json_report
+from harness.report.markdown import markdown_report
 from harness.report.plots import INSTALL_HINT
-from harness.report.tables import (
-    headline,
-    json_report,
-    markdown_report,
-    summary_frame,
-    terminal_table,
-)
+from harness.report.tables import headline, summary_frame, terminal_table
 
 SUPPORTED_SUFFIXES = (".md", ".html", ".json")
 # The optional package a format needs, with the extra that brings it.

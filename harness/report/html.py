@@ -156,7 +156,7 @@ def _attention(diff: Diff) -> str:
 # --- per pipeline ------------------------------------------------------------------------------------------
 
 
-def _by_pipeline(diff: Diff, frame: pd.DataFrame) -> dict[str, list[tuple[CaseDiff, pd.Series]]]:
+def by_pipeline(diff: Diff, frame: pd.DataFrame) -> dict[str, list[tuple[CaseDiff, pd.Series]]]:
     """The cases with their frame rows, grouped by pipeline in the diff's order (the frame follows that order)."""
     grouped: dict[str, list[tuple[CaseDiff, pd.Series]]] = {}
     for case, (_, row) in zip(diff.cases, frame.iterrows()):
@@ -321,7 +321,7 @@ def html_report(diff: Diff) -> str:
     frame = summary_frame(diff)
     off_front = _off_front(diff)
     sections = "".join(_pipeline_section(index, pipeline, rows, off_front)
-                       for index, (pipeline, rows) in enumerate(_by_pipeline(diff, frame).items()))
+                       for index, (pipeline, rows) in enumerate(by_pipeline(diff, frame).items()))
     body = "".join([
         _banner(diff),
         f'<p class="compared">{_with_code(source_line(diff))}</p>',

@@ -11,26 +11,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
 
 import pandas as pd
 
 from harness.gate.diff import MISSING, STATUSES, CaseDiff, Diff
-from harness.measure.environment import changes as environment_changes
-from harness.measure.machine_speed import machine_scale
 from harness.records import (
     CPU_TIME,
-    IMPROVED,
     NEW,
     PASSED,
-    REGRESSED,
     RUN,
     WALL,
     Acceptance,
     CaseRecord,
 )
-from harness.store.baseline import scrub_paths
-from harness.store.results import REPORT_SCHEMA_VERSION, verdict_to_dict
 from harness.toggles import is_on
 from harness.toggles import variant_label as toggle_variant_label
 
@@ -230,7 +223,7 @@ def headline(diff: Diff) -> str:
     return ", ".join(f"{counts[status]} {status}" for status in shown)
 
 
-def _by_pipeline(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def by_pipeline(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: rows for name, rows in frame.groupby("pipeline", sort=False)}
 
 
@@ -248,14 +241,14 @@ def source_line(diff: Diff) -> str:
     if saves:
         last = saves[-1]
         line += f", last accepted {acceptance_label(Acceptance(str(last.get('reason', '')), str(last.get('saved_at', '')), last.get('commit')))}"
-    scale = machine_scale(new.fingerprint, diff.old.fingerprint)
+    scale = diff.machine_scale
     if scale is not None:
         line += (f"; this machine ({new.fingerprint.get('cpu', 'CPU')}) ran the calibration workload x{scale:.2f} as long "
                  "as the baseline's last save")
     timers = sorted({case.current.speed.timer for case in diff.cases if case.current is not None})
     if timers:
         line += f"; speed judged by {' and '.join(TIMER_WORDS.get(t, t) for t in timers)}"
-    changed = environment_changes(new.fingerprint, diff.old.fingerprint)
+    changed = diff.environment_changes
     if changed:
         line += f"; **environment differs from the baseline's: {'; '.join(changed)}**"
     return line
@@ -278,7 +271,7 @@ _TERMINAL_COLUMNS = (  # (header, frame column, right-aligned)
 )
 
 
-def _clip(text: str, width: int) -> str:
+def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
@@ -327,7 +320,7 @@ def terminal_table(diff: Diff) -> str:
             values = ["", *values[1:]]
         lines.append(render(values, row["counters"] if counters_inline else None))
         if not counters_inline and row["counters"] not in ("", "unchanged"):
-            lines.append(_clip(f"    counters: {row['counters']}", TERMINAL_WIDTH))
+            lines.append(clip(f"    counters: {row['counters']}", TERMINAL_WIDTH))
         if row["reason"] and row["verdict"] != PASSED:
             lines.append(f"    -> {row['reason']}")
     lines += [f"note: {note}" for note in diff.notes]
@@ -335,18 +328,6 @@ def terminal_table(diff: Diff) -> str:
     return "\n".join(lines)
 
 
-# --- Markdown -----------------------------------------------------------------------------------------------
-
-
-def md_cell(text: Any) -> str:
-    """A table cell: pipes escaped (case ids contain them), newlines as <br>."""
-    return str(text).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
-
-
-_MD_HEADERS = ("group", "variant", "speedup (baseline)", "items/min", "tok/s", "peak MiB", "quality (vs baseline)",
-               "agreement", "counters vs baseline", "verdict", "reason")
-_MD_NUMERIC = {"items/min", "tok/s", "peak MiB", "agreement"}
-_MD_REASON_MAX = 160
 
 
 def speedup_parts(row: pd.Series) -> tuple[str, str | None]:
@@ -360,49 +341,6 @@ def quality_parts(row: pd.Series) -> tuple[str, str | None]:
     return row["quality"], None if row["quality delta"] == NO_VALUE else row["quality delta"]
 
 
-def _joined(parts: tuple[str, str | None]) -> str:
-    main, extra = parts
-    return main if extra is None else f"{main} ({extra})"
-
-
-def _md_row(row: pd.Series) -> list[str]:
-    status = row["verdict"]
-    speedup, quality = _joined(speedup_parts(row)), _joined(quality_parts(row))
-    variant = row["variant"] + (" *(dominated)*" if row["dominated by"] else "")
-    reason = "" if status == PASSED else _clip(row["reason"], _MD_REASON_MAX)
-    return [
-        row["group"],
-        variant,
-        speedup,
-        number_label(row["items/min"]),
-        _joined((number_label(row["tokens/s"]), row["roofline"] or None)),
-        number_label(row["peak memory (MiB)"]),
-        quality,
-        agreement_label(row["agreement"]),
-        f"`{row['counters']}`" if row["counters"] else "",
-        f"**{status}**" if status in (REGRESSED, MISSING) else status,
-        reason,
-    ]
-
-
-def _md_table(frame: pd.DataFrame) -> list[str]:
-    lines = [
-        "| " + " | ".join(_MD_HEADERS) + " |",
-        "| " + " | ".join("---:" if h in _MD_NUMERIC else "---" for h in _MD_HEADERS) + " |",
-    ]
-    lines += ["| " + " | ".join(md_cell(v) for v in _md_row(row)) + " |" for _, row in frame.iterrows()]
-    return lines
-
-
-def _md_case_list(title: str, cases: list[CaseDiff], describe, after: str = "") -> list[str]:
-    if not cases:
-        return []
-    lines = [f"### {title}", ""]
-    for case in cases:
-        lines += [f"- `{case.case_id}`: {message}" for message in describe(case)]
-    return lines + ([after] if after else []) + [""]
-
-
 def findings_by_message(status: str):
     """One line per distinct message, naming everything it was found against."""
     def describe(case: CaseDiff) -> list[str]:
@@ -412,66 +350,6 @@ def findings_by_message(status: str):
                 against.setdefault(finding.message, []).append(finding.against)
         return [f"{message} [vs {', '.join(sides)}]" for message, sides in against.items()]
     return describe
-
-
-def markdown_report(diff: Diff) -> str:
-    """Headline counts and what was compared; regressions, improvements (the ratchet), missing cases and
-    re-accepted baselines with their reasons; one table per pipeline; every finding folded per case."""
-    lines = [f"## Benchmark: {headline(diff)}", "", source_line(diff), ""]
-    lines += [f"> {note}" for note in diff.notes] + ([""] if diff.notes else [])
-    lines += _md_case_list("Regressions", diff.of(REGRESSED), findings_by_message(REGRESSED))
-    lines += _md_case_list("Improved beyond the baseline", diff.of(IMPROVED), findings_by_message(IMPROVED),
-                           f"These baselines are stale: accept the new figures with `{ACCEPT_HINT}`.")
-    lines += _md_case_list("Missing from this run", diff.of(MISSING), lambda c: [headline_finding(c)])
-    reaccepted = [case for case in diff.cases if case.reaccepted is not None]
-    lines += _md_case_list("Baseline changes accepted", reaccepted, lambda c: [acceptance_label(c.reaccepted)])
-    frame = summary_frame(diff)
-    tables = _md_tables(frame)
-    if len("\n".join(lines + tables)) > MARKDOWN_LIMIT:  # a large run: the rows that passed make way
-        passed = int((frame["verdict"] == PASSED).sum())
-        tables = [f"{passed} passed cases are left out of these tables (all of them are in the HTML and JSON "
-                  "reports).", ""] + _md_tables(frame[frame["verdict"] != PASSED])
-    head = _within(lines + tables, MARKDOWN_LIMIT - 200)
-    return head + "\n" + _md_details_within(diff, MARKDOWN_LIMIT - len(head) - 1)
-
-
-def _md_tables(frame: pd.DataFrame) -> list[str]:
-    lines = []
-    for pipeline, rows in _by_pipeline(frame).items():
-        lines += [f"### {pipeline}", ""] + _md_table(rows) + [""]
-    return lines
-
-
-def _within(lines: list[str], room: int) -> str:
-    """Whole lines up to `room` characters, then a line saying how many were left out."""
-    kept, used = [], 0
-    for line in lines:
-        if used + len(line) + 1 > room:
-            kept.append(f"... {len(lines) - len(kept)} more lines are in the HTML and JSON reports.")
-            break
-        kept.append(line)
-        used += len(line) + 1
-    return "\n".join(kept)
-
-
-# GitHub refuses a comment over 65,536 characters; keep a margin for what a workflow adds around the report.
-MARKDOWN_LIMIT = 60_000
-
-
-def _md_details_within(diff: Diff, room: int) -> str:
-    """The folded details: with every finding when they fit the comment limit, else with the findings that
-    did not pass, else a pointer to the HTML and JSON reports, which hold everything."""
-    if not diff.cases:
-        return ""
-    for passed_findings in (True, False):
-        lines = ["<details><summary>Details per case</summary>", ""]
-        for case in diff.cases:
-            lines += _md_details(case, passed_findings)
-        text = "\n".join(lines + ["</details>", ""])
-        if len(text) <= room:
-            return text
-    return ("Details per case left out to keep this report under GitHub's comment limit: every finding is in the "
-            "HTML and JSON reports.\n")
 
 
 def timing_label(record: CaseRecord) -> str:
@@ -504,51 +382,5 @@ def roofline_label(record: CaseRecord | None) -> str | None:
     return f"{100 * decode['share']:.0f}% of roofline" if isinstance(decode, dict) else None
 
 
-def _md_details(case: CaseDiff, passed_findings: bool = True) -> list[str]:
-    record = case.current or case.baseline
-    speed = record.speed
-    side = "" if case.current else " (baseline)"
-    lines = [
-        f"#### `{case.case_id}` — {case.status}",
-        "",
-        f"- variant: {', '.join(f'{k}={v}' for k, v in record.variant.items()) or '(none)'}",
-        f"- timing{side}: {timing_label(record)}",
-        f"- peak memory{side}: {speed.peak_memory_bytes / 2**20:,.1f} MiB ({speed.memory_kind})",
-        f"- quality{side}: {', '.join(f'{k} {v:.4g}' for k, v in record.output.quality.items())} "
-        f"over {len(record.output.item_ids)} items",
-        f"- counters{side}: {counters_label(record)}",
-    ]
-    if record.fidelity:
-        lines.append(f"- fidelity classes: {', '.join(f'{k}: {v}' for k, v in record.fidelity.items())}")
-    if case.accepted is not None:
-        lines.append(f"- baseline accepted: {acceptance_label(case.accepted)}")
-    findings = [f for f in (case.verdict.findings if case.verdict else ()) if passed_findings or f.status != PASSED]
-    if findings:
-        lines.append("- findings:")
-        lines += [f"  - {f.status} ({f.metric} vs {f.against}): {f.message}" for f in findings]
-    if len(findings) < len(case.verdict.findings if case.verdict else ()):
-        lines.append(f"- {len(case.verdict.findings) - len(findings)} passed findings: see the HTML or JSON report")
-    lines.append("")
-    return lines
 
 
-# --- JSON ---------------------------------------------------------------------------------------------------
-
-
-def json_report(diff: Diff) -> dict[str, Any]:
-    """Everything measured and judged, as plain JSON values; `harness diff` and `harness accept` read it back."""
-    new = diff.new
-    return scrub_paths({
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "device_class": new.device_class,
-        "model_id": new.model_id,
-        "fingerprint": dict(new.fingerprint),
-        "baseline": None if diff.old is None else diff.old.source,
-        "summary": diff.counts(),
-        "cases": [
-            {"record": case.current.to_dict(), "verdict": None if case.verdict is None else verdict_to_dict(case.verdict)}
-            for case in diff.cases if case.current is not None
-        ],
-        "missing": [case.case_id for case in diff.of(MISSING)],
-        "notes": list(diff.notes),
-    })

@@ -24,10 +24,10 @@ from harness.records import (
     ResultSet,
     Verdict,
 )
-from harness.store.baseline import (
+from harness.store.baseline import load_baseline
+from harness.store.baseline_format import (
     BaselineError,
     BaselineFile,
-    load_baseline,
     saved_fingerprint,
     speed_noise_of,
 )

@@ -54,7 +54,7 @@ from harness.gate.verdict import GatePolicy, beyond_noise, noise_limit, noise_st
 from harness.measure.machine_speed import FINGERPRINT_KEY as CALIBRATION_KEY
 from harness.measure.machine_speed import SAME_SPEED_FACTOR
 from harness.records import SpeedNoise
-from harness.report.tables import md_cell
+from harness.report.markdown import md_cell
 from harness.store.results import read_results
 
 KINDS = ("speed", "quality", "counters", "fidelity", "decisions", "model")
