@@ -500,7 +500,7 @@ def test_speed_noise_of_one_cpu_in_files_before_per_cpu_noise_still_reads(path: 
 def test_bad_speed_noise_entry_names_the_case_and_the_fix(path: Path, entry: dict) -> None:
     save(path, [make_record("eval[math|kv_cache=on]", kv_cache="on")])
     _rewrite(path, lambda data: data["cases"]["eval[math|kv_cache=on]"].update(speed_noise=entry))
-    with pytest.raises(BaselineError, match="case 'eval\\[math\\|kv_cache=on\\]' has .*speed_noise.*gate_study calibrate"):
+    with pytest.raises(BaselineError, match="case 'eval\\[math\\|kv_cache=on\\]' has .*speed_noise.*harness calibrate"):
         load_baseline(path, DEVICE, MODEL)
 
 
