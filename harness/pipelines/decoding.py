@@ -107,6 +107,12 @@ def plan_by_length(lengths: list[int], batching: str, token_budget: int) -> list
     return buckets
 
 
+def decoding_toggles(variant: dict[str, str]) -> dict[str, bool | str]:
+    """The decoding toggles a variant sets, as the settings fields every decoding pipeline names alike."""
+    return {"kv_cache": is_on(variant, "kv_cache"), "early_stop": is_on(variant, "early_stop"),
+            "batching": value_of(variant, "batching"), "compile": is_on(variant, "compile")}
+
+
 # --- greedy answers to task items --------------------------------------------------------------------------
 
 
@@ -123,14 +129,7 @@ class GenerationSettings:
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> GenerationSettings:
-        return cls(
-            max_new_tokens=max_new_tokens,
-            kv_cache=is_on(variant, "kv_cache"),
-            early_stop=is_on(variant, "early_stop"),
-            batching=value_of(variant, "batching"),
-            compile=is_on(variant, "compile"),
-            **overrides,
-        )
+        return cls(max_new_tokens=max_new_tokens, **decoding_toggles(variant), **overrides)
 
 
 def plan_batches(items: list[TaskItem], tokenizer, settings: GenerationSettings) -> list[list[int]]:

@@ -48,11 +48,15 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.pipelines.cache_api import last_logits
-from harness.pipelines.decoding import count_forward_passes, plan_by_length
+from harness.pipelines.decoding import (
+    count_forward_passes,
+    decoding_toggles,
+    plan_by_length,
+)
 from harness.pipelines.progress import advance
 from harness.pipelines.static_greedy import greedy_static
 from harness.records import PipelineOutput
-from harness.toggles import is_on, value_of
+from harness.toggles import value_of
 
 SAME, DIFFERENT, UNDECIDED = "SAME", "DIFFERENT", "UNDECIDED"
 METHODS = ("kl_full", "delta_target", "topk_delta")
@@ -124,14 +128,7 @@ class ScoringSettings:
     @classmethod
     def from_variant(cls, variant: dict[str, str], **overrides) -> ScoringSettings:
         topk = value_of(variant, "topk")
-        return cls(
-            topk=None if topk == "full" else int(topk),
-            batching=value_of(variant, "batching"),
-            early_stop=is_on(variant, "early_stop"),
-            kv_cache=is_on(variant, "kv_cache"),
-            compile=is_on(variant, "compile"),
-            **overrides,
-        )
+        return cls(topk=None if topk == "full" else int(topk), **decoding_toggles(variant), **overrides)
 
 
 def refuse_whole_vocabulary(topk: int | None, vocabulary: int) -> None:

@@ -50,6 +50,7 @@ from harness.pipelines.decoding import (
     RowTracker,
     answer_complete,
     count_forward_passes,
+    decoding_toggles,
     first_eos_ends,
     plan_by_length,
 )
@@ -58,7 +59,6 @@ from harness.pipelines.static_greedy import decode_static
 from harness.records import PipelineOutput
 from harness.tasks import TaskItem, check
 from harness.tasks.answers import extract_answer
-from harness.toggles import is_on, value_of
 
 # reward(item, generated_text) -> float; only the text after the prompt is ever passed in.
 Reward = Callable[[TaskItem, str], float]
@@ -106,14 +106,7 @@ class SearchSettings:
 
     @classmethod
     def from_variant(cls, variant: dict[str, str], max_new_tokens: int, **overrides) -> SearchSettings:
-        return cls(
-            max_new_tokens=max_new_tokens,
-            kv_cache=is_on(variant, "kv_cache"),
-            batching=value_of(variant, "batching"),
-            early_stop=is_on(variant, "early_stop"),
-            compile=is_on(variant, "compile"),
-            **overrides,
-        )
+        return cls(max_new_tokens=max_new_tokens, **decoding_toggles(variant), **overrides)
 
 
 @dataclass(eq=False)
