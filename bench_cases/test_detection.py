@@ -15,7 +15,8 @@ from harness.tasks import generate_suite
 TOGGLES = {
     "topk": ["50"],
     "batching": ["dynamic"],
-    "attention": ["sdpa", "flash_attention_2"],  # ES through the recompute path
+    # ES through the recompute path; sdpa_fa: PyTorch's FlashAttention kernel forced (on CUDA it refuses padded rows)
+    "attention": ["sdpa", "flash_attention_2", "sdpa_fa"],
     # "quantization": ["nf4"] on GPU; on CPU bitsandbytes is slow (nf4 costs this detector 1.5 AUC points, within
     # quantization's 2-point budget: python -m research.studies.detection_study quantization).
 }

@@ -16,7 +16,7 @@ TOGGLES = {
     "batching": ["dynamic"],  # length-sorted buckets under a token budget
     "early_stop": ["on"],  # stop a pair at its first decision
     "kv_cache": ["on"],  # the reference's continuations
-    "attention": ["sdpa"],
+    "attention": ["sdpa", "sdpa_fa"],  # sdpa_fa: PyTorch's FlashAttention kernel forced (on CUDA it refuses padded rows)
 }
 ALL_ON = {"topk": "50", "batching": "dynamic", "early_stop": "on", "kv_cache": "on"}
 

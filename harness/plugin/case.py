@@ -38,6 +38,7 @@ from harness.models.loading import (
 )
 from harness.models.placement import layout_of
 from harness.models.profiles import is_profile
+from harness.pipelines.attention import KernelRefused
 from harness.pipelines.progress import ProgressWriter, case_progress
 from harness.plugin import workers
 from harness.plugin.session import BenchSession
@@ -122,7 +123,7 @@ class BenchCase:
             if self._wants_pairs(record, verdict):
                 record.confirmation = self._confirm(group, pipeline, options.confirm_pairs)
                 verdict = self._judge(record, reference)
-        except (CaseFailure, ModelLoadError) as error:
+        except (CaseFailure, ModelLoadError, KernelRefused) as error:
             pytest.fail(str(error), pytrace=False)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):

@@ -46,6 +46,9 @@ VARIANTS = {
     "quantization=int8": ("eager", "int8", DetectionSettings()),
     "quantization=nf4": ("eager", "nf4", DetectionSettings()),
     "all on (sdpa, dynamic, topk=50)": ("sdpa", "none", DetectionSettings(batching="dynamic", topk=50)),
+    "attention=sdpa_fa (recompute)": ("sdpa_fa", "none", DetectionSettings()),
+    "sdpa_fa, batch 1, topk=50": ("sdpa_fa", "none", DetectionSettings(topk=50)),
+    "all on (sdpa_fa, dynamic, topk=50)": ("sdpa_fa", "none", DetectionSettings(batching="dynamic", topk=50)),
 }
 
 
