@@ -1,17 +1,21 @@
-"""Decode efficiency: bytes read per second of round against the GPU's data sheet and against its measured bandwidth."""
+"""Decode efficiency (bytes read per second of round against the GPU's data sheet and its measured bandwidth) and
+compute efficiency (the weights' products per second against the dense bf16 peak)."""
 
 from __future__ import annotations
 
 import pytest
 
 from harness.measure.roofline import (
+    compute_efficiency,
     decode_efficiency,
     kv_bytes_per_position,
+    matmul_parameters,
     peak_bandwidth,
+    peak_bf16_flops,
     weight_bytes,
 )
 from harness.models.loading import LoadSpec, load_model
-from harness.report.tables import timing_label
+from harness.report.tables import roofline_label, timing_label
 from tests.test_report import make_record
 
 
@@ -47,3 +51,31 @@ def test_the_case_details_give_both_shares_and_records_from_before_the_measureme
     for key in ("measured_bytes_per_second", "measured_share"):
         del record.metadata["decode"][key]
     assert timing_label(record).endswith("37.5% of the NVIDIA H200's 4.80 TB/s")
+
+
+def test_compute_efficiency_counts_the_weights_products_of_every_processed_token_against_the_bf16_peak():
+    model = load_model(LoadSpec("embedded", "cpu", "bfloat16")).model
+    efficiency = compute_efficiency(model, {"processed_tokens": 1000}, 2.0, "NVIDIA H100 80GB HBM3")
+    products = 2 * matmul_parameters(model) * 1000 / 2.0
+    assert efficiency.flops_per_second == products and efficiency.share == pytest.approx(products / 989e12)
+    # the input embedding is a lookup, and norms' vectors are no matrix: neither counts unless the output reuses it
+    embedding = model.get_input_embeddings().weight
+    matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    tied = model.get_output_embeddings().weight is embedding
+    assert matmul_parameters(model) == (matrices if tied else matrices - embedding.numel())
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12  # the longer name wins over plain "h100"
+
+
+def test_no_compute_share_off_a_known_gpu_outside_bf16_or_without_processed_tokens(model):
+    assert compute_efficiency(model, {"processed_tokens": 10}, 1.0, "NVIDIA H100 80GB HBM3") is None  # fp32
+    bf16 = load_model(LoadSpec("embedded", "cpu", "bfloat16")).model
+    assert compute_efficiency(bf16, {"processed_tokens": 10}, 1.0, "Some Unknown GPU") is None
+    assert compute_efficiency(bf16, {"forward_passes": 3}, 1.0, "NVIDIA H100 80GB HBM3") is None
+
+
+def test_the_case_details_and_the_table_give_the_share_of_the_bf16_peak():
+    record = make_record("scoring[gpqa|kv_cache=on]", kv_cache="on")
+    record.metadata["compute"] = {"flops_per_second": 247.25e12, "peak_flops_per_second": 989e12,
+                                  "gpu": "NVIDIA H100 80GB HBM3", "share": 0.25}
+    assert "247.2 TFLOP/s, 25.0% of the NVIDIA H100 80GB HBM3's 989 TFLOP/s dense bf16" in timing_label(record)
+    assert roofline_label(record) == "25% of bf16 peak"

@@ -1,4 +1,5 @@
-"""Decode efficiency: how close a generation-heavy case runs to the memory-bandwidth limit of its GPU.
+"""Decode and compute efficiency: how close a case runs to the memory-bandwidth limit of its GPU (decode), and to
+its bf16 matrix throughput (prefill: scoring's teacher forcing, detection's feature pass).
 
 At small batch every decode step reads all the weights and the KV cache once, so a step cannot take less
 than bytes / bandwidth. The share of that limit a case reaches is
@@ -39,6 +40,16 @@ PEAK_BANDWIDTH = {
 }
 
 
+# Dense bf16 matrix throughput, FLOP/s, from the vendors' data sheets (without sparsity); matched as PEAK_BANDWIDTH is.
+PEAK_BF16_FLOPS = {
+    "h200": 989e12,
+    "h100 nvl": 835e12,
+    "h100 pcie": 756e12,
+    "h100": 989e12,  # SXM
+    "a100": 312e12,
+}
+
+
 @dataclass(frozen=True)
 class DecodeEfficiency:
     tokens_per_second: float
@@ -59,12 +70,37 @@ class DecodeEfficiency:
         return {**asdict(self), "share": self.share, "measured_share": self.measured_share}
 
 
-def peak_bandwidth(gpu_name: str) -> float | None:
+@dataclass(frozen=True)
+class ComputeEfficiency:
+    """The weights' matrix products of a round, per second, against the GPU's dense bf16 peak. Attention's own
+    products are left out, so the share is a lower bound (for the 1B profile at 2,048 tokens they would add about 5%)."""
+
+    flops_per_second: float
+    peak_flops_per_second: float
+    gpu: str
+
+    @property
+    def share(self) -> float:
+        return self.flops_per_second / self.peak_flops_per_second
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "share": self.share}
+
+
+def _by_gpu(table: dict[str, float], gpu_name: str) -> float | None:
     name = gpu_name.lower()
-    for key in sorted(PEAK_BANDWIDTH, key=len, reverse=True):
+    for key in sorted(table, key=len, reverse=True):
         if key in name:
-            return PEAK_BANDWIDTH[key]
+            return table[key]
     return None
+
+
+def peak_bandwidth(gpu_name: str) -> float | None:
+    return _by_gpu(PEAK_BANDWIDTH, gpu_name)
+
+
+def peak_bf16_flops(gpu_name: str) -> float | None:
+    return _by_gpu(PEAK_BF16_FLOPS, gpu_name)
 
 
 @functools.cache
@@ -126,5 +162,33 @@ def decode_efficiency(model: torch.nn.Module, counters: dict[str, int], round_se
                             measured_bandwidth)
 
 
-__all__ = ["PEAK_BANDWIDTH", "DecodeEfficiency", "decode_efficiency", "kv_bytes_per_position", "measured_read_bandwidth",
-           "peak_bandwidth", "weight_bytes"]
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """Parameters a token is multiplied by: every floating weight of two or more dimensions, the input embedding
+    (a lookup) only where it doubles as the output projection."""
+    embedding = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = embedding is not None and output is not None and output.weight is embedding
+    seen, total = set(), 0
+    for tensor in model.parameters():
+        if id(tensor) in seen or tensor.dim() < 2 or not tensor.is_floating_point() or (tensor is embedding and not tied):
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel()
+    return total
+
+
+def compute_efficiency(model: torch.nn.Module, counters: dict[str, int], round_seconds: float,
+                       gpu_name: str) -> ComputeEfficiency | None:
+    """2 x matmul parameters x processed tokens per second of round, against the GPU's bf16 peak; None off a known
+    GPU, for a model that is not bf16 (a quantized one's packed weights do not count as parameters), or for a case
+    that counts no processed tokens."""
+    peak = peak_bf16_flops(gpu_name)
+    tokens = counters.get("processed_tokens", 0)
+    if peak is None or not tokens or round_seconds <= 0 or model.dtype != torch.bfloat16:
+        return None
+    return ComputeEfficiency(2 * matmul_parameters(model) * tokens / round_seconds, peak, gpu_name)
+
+
+__all__ = ["PEAK_BANDWIDTH", "PEAK_BF16_FLOPS", "ComputeEfficiency", "DecodeEfficiency", "compute_efficiency",
+           "decode_efficiency", "kv_bytes_per_position", "measured_read_bandwidth",
+           "matmul_parameters", "peak_bandwidth", "peak_bf16_flops", "weight_bytes"]

@@ -22,7 +22,11 @@ from harness.measure.guard import (
     out_of_memory_failure,
 )
 from harness.measure.inject import patched_pipelines, slowed
-from harness.measure.roofline import decode_efficiency, measured_read_bandwidth
+from harness.measure.roofline import (
+    compute_efficiency,
+    decode_efficiency,
+    measured_read_bandwidth,
+)
 from harness.measure.timing import (
     MeasureSettings,
     Side,
@@ -265,6 +269,9 @@ class BenchCase:
                                            measured_read_bandwidth())
             if efficiency is not None:
                 record.metadata["decode"] = efficiency.to_dict()
+            compute = compute_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
+            if compute is not None:
+                record.metadata["compute"] = compute.to_dict()
         if not record.is_reference:
             reference = self.session.records.get(self._case_id(group, self.reference_variant))
             record.speedup = bootstrap_speedup(reference_rounds, speed.judged_seconds)

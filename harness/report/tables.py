@@ -374,12 +374,23 @@ def timing_label(record: CaseRecord) -> str:
                  f"{100 * decode['share']:.1f}% of the {decode['gpu']}'s {decode['peak_bytes_per_second'] / 1e12:.2f} TB/s")
         if decode.get("measured_share"):  # records before the measured bandwidth have none
             text += f" ({100 * decode['measured_share']:.1f}% of the {decode['measured_bytes_per_second'] / 1e12:.2f} TB/s it read when measured)"
+    compute = record.metadata.get("compute")
+    if isinstance(compute, dict):
+        text += (f"; weights' matrix products {compute['flops_per_second'] / 1e12:.1f} TFLOP/s, "
+                 f"{100 * compute['share']:.1f}% of the {compute['gpu']}'s {compute['peak_flops_per_second'] / 1e12:.0f} "
+                 "TFLOP/s dense bf16 (attention's left out)")
     return text
 
 
 def roofline_label(record: CaseRecord | None) -> str | None:
-    decode = record.metadata.get("decode") if record is not None else None
-    return f"{100 * decode['share']:.0f}% of roofline" if isinstance(decode, dict) else None
+    """The decode's share of the bandwidth roofline, and the share of the bf16 peak the round's products reached."""
+    metadata = record.metadata if record is not None else {}
+    parts = []
+    if isinstance(decode := metadata.get("decode"), dict):
+        parts.append(f"{100 * decode['share']:.0f}% of roofline")
+    if isinstance(compute := metadata.get("compute"), dict):
+        parts.append(f"{100 * compute['share']:.0f}% of bf16 peak")
+    return ", ".join(parts) or None
 
 
 
