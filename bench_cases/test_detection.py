@@ -1,6 +1,7 @@
 """Bench case of the detection pipeline: hallucination detection on the model's own context_qa answers."""
 
 import functools
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from harness.pipelines.detection import (
     split_samples,
 )
 from harness.tasks import generate_suite
+from harness.tasks.context_qa import lengthened_context
 
 TOGGLES = {
     "topk": ["50"],
@@ -42,3 +44,22 @@ def test_detection(bench):
         return run_detection(model, tokenizer, calibration, held_out, DetectionSettings.from_variant(variant))
 
     bench.run(group="context_qa", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, samples[:40]))
+
+
+@pytest.mark.gpu
+@pytest.mark.bench(pipeline="detection", toggles={"topk": ["50"], "batching": ["dynamic"], "attention": ["sdpa", "sdpa_fa"]})
+def test_detection_long_context(bench):
+    # The same samples with 512-token contexts, where attention matters: samples/min with batching=dynamic, and
+    # sdpa_fa at batch 1 (its padded batches are refused on CUDA).
+    if bench.load().model.config.max_position_embeddings < 1024:  # the embedded models hold 512 positions
+        pytest.skip("512-token contexts need a model of 1,024 positions or more (--bench-model random:llama-3.2-1b)")
+    labeller = bench.load("embedded" if bench.speed_profile else None, quantization="none")
+    count = lambda text: len(bench.load().tokenizer(text)["input_ids"])  # noqa: E731
+    samples = [replace(s, prompt=lengthened_context(s.prompt, 512, count, s.id))
+               for s in labelled(labeller.model, labeller.tokenizer)]
+
+    def pipeline(model, tokenizer, variant, samples=samples):
+        calibration, held_out = split_samples(samples)
+        return run_detection(model, tokenizer, calibration, held_out, DetectionSettings.from_variant(variant))
+
+    bench.run(group="context_qa-512", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, samples[:40]))

@@ -161,3 +161,14 @@ def test_unknown_suite_raises_naming_embedded_suites() -> None:
 def test_unknown_split_raises() -> None:
     with pytest.raises(ValueError, match="split"):
         generate_suite("math", 4, split="validation")
+
+
+def test_a_lengthened_context_keeps_the_question_and_its_answer_behind_more_facts() -> None:
+    from harness.tasks.context_qa import lengthened_context
+
+    item = generate_suite("context_qa", n=1, seed=0)[0]
+    words = lambda text: len(text.split())  # noqa: E731
+    longer = lengthened_context(item.prompt, 200, words, item.id)
+    assert words(longer) >= 200 > words(item.prompt)
+    assert longer.startswith("Context: ") and longer.endswith(item.prompt.removeprefix("Context: "))
+    assert longer == lengthened_context(item.prompt, 200, words, item.id)  # seeded by the item

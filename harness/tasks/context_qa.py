@@ -37,3 +37,14 @@ def make_context_qa(rng: random.Random) -> Draft:
         "famous": entity in world.famous,
     }
     return Draft(prompt, context_value, f" {context_value}", metadata)
+
+
+def lengthened_context(prompt: str, tokens: int, count_tokens, seed: str) -> str:
+    """A context_qa prompt with facts of other entities put at the front of its context, until `count_tokens` of
+    it is at least `tokens`: the same question and answer at a long context, where attention matters."""
+    world, rng = build_world(), random.Random(seed)
+    head, rest = prompt.split("Context: ", 1)
+    extra: list[str] = []
+    while count_tokens(head + "Context: " + " ".join(extra) + " " + rest) < tokens:
+        extra.append(world.fact(rng.choice(world.entities), rng.choice(tuple(ATTRIBUTE_VALUES))).statement())
+    return head + "Context: " + " ".join(extra) + " " + rest

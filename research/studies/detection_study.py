@@ -15,7 +15,6 @@ embedded model's vocabulary (100) and at a Llama-sized one, where top-k has some
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from harness.pipelines.detection import (
     split_samples,
 )
 from harness.tasks import generate_suite
-from harness.tasks.world import ATTRIBUTE_VALUES, build_world
+from harness.tasks.context_qa import lengthened_context
 
 # name -> (attention, quantization, settings): the reference first, then one change at a time, then all on.
 VARIANTS = {
@@ -62,13 +61,9 @@ class Row:
 
 
 def lengthened(sample: Sample, tokens: int, tokenizer) -> Sample:
-    """The sample with facts of other entities put at the front of its context, to at least `tokens` prompt tokens."""
-    world, rng = build_world(), random.Random(sample.id)
-    head, rest = sample.prompt.split("Context: ", 1)
-    extra = []
-    while len(tokenizer(head + "Context: " + " ".join(extra) + " " + rest)["input_ids"]) < tokens:
-        extra.append(world.fact(rng.choice(world.entities), rng.choice(tuple(ATTRIBUTE_VALUES))).statement())
-    return replace(sample, prompt=head + "Context: " + " ".join(extra) + " " + rest)
+    """The sample with its context lengthened to at least `tokens` prompt tokens (tasks.context_qa)."""
+    count = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
+    return replace(sample, prompt=lengthened_context(sample.prompt, tokens, count, sample.id))
 
 
 def run_variants(n: int, rounds: int, model: str = "embedded", device: str = "cpu", context_tokens: int = 0,
