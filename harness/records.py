@@ -1,4 +1,5 @@
-"""What one bench case records: the unit that baselines store, verdicts judge and reports show.
+"""The vocabulary every layer shares: what one bench case records (the unit that baselines store, verdicts judge and
+reports show), its id, the verdict on it, and a set of records as the gate compares them.
 
 Plain dataclasses with `to_dict` / `from_dict`, so records travel as JSON (never pickle).
 """
