@@ -32,18 +32,31 @@ def labelled(model, tokenizer):
     return build_samples(model, tokenizer, generate_suite("context_qa", n=400, seed=0))
 
 
-@pytest.mark.bench(pipeline="detection", toggles=TOGGLES)
-def test_detection(bench):
-    # The session's model, unquantized, labels every variant; a speed profile's random answers cannot, so the
-    # embedded model labels those (the tokenizers agree on every character)
-    labeller = bench.load("embedded" if bench.speed_profile else None, quantization="none")
-    samples = labelled(labeller.model, labeller.tokenizer)
+@functools.cache
+def lengthened(model, tokenizer, counting_tokenizer, tokens: int = 512):
+    # The same labelled samples with their contexts lengthened, once per session: every variant scores them.
+    count = lambda text: len(counting_tokenizer(text)["input_ids"])  # noqa: E731
+    return [replace(s, prompt=lengthened_context(s.prompt, tokens, count, s.id)) for s in labelled(model, tokenizer)]
 
+
+def run_case(bench, group, samples):
     def pipeline(model, tokenizer, variant, samples=samples):
         calibration, held_out = split_samples(samples)
         return run_detection(model, tokenizer, calibration, held_out, DetectionSettings.from_variant(variant))
 
-    bench.run(group="context_qa", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, samples[:40]))
+    bench.run(group=group, pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, samples[:40]))
+
+
+def labeller(bench):
+    # The session's model, unquantized, labels every variant; a speed profile's random answers cannot, so the
+    # embedded model labels those (the tokenizers agree on every character)
+    return bench.load("embedded" if bench.speed_profile else None, quantization="none")
+
+
+@pytest.mark.bench(pipeline="detection", toggles=TOGGLES)
+def test_detection(bench):
+    labels = labeller(bench)
+    run_case(bench, "context_qa", labelled(labels.model, labels.tokenizer))
 
 
 @pytest.mark.gpu
@@ -51,15 +64,8 @@ def test_detection(bench):
 def test_detection_long_context(bench):
     # The same samples with 512-token contexts, where attention matters: samples/min with batching=dynamic, and
     # sdpa_fa at batch 1 (its padded batches are refused on CUDA).
-    if bench.load().model.config.max_position_embeddings < 1024:  # the embedded models hold 512 positions
+    session_model = bench.load()
+    if session_model.model.config.max_position_embeddings < 1024:  # the embedded models hold 512 positions
         pytest.skip("512-token contexts need a model of 1,024 positions or more (--bench-model random:llama-3.2-1b)")
-    labeller = bench.load("embedded" if bench.speed_profile else None, quantization="none")
-    count = lambda text: len(bench.load().tokenizer(text)["input_ids"])  # noqa: E731
-    samples = [replace(s, prompt=lengthened_context(s.prompt, 512, count, s.id))
-               for s in labelled(labeller.model, labeller.tokenizer)]
-
-    def pipeline(model, tokenizer, variant, samples=samples):
-        calibration, held_out = split_samples(samples)
-        return run_detection(model, tokenizer, calibration, held_out, DetectionSettings.from_variant(variant))
-
-    bench.run(group="context_qa-512", pipeline=pipeline, warm_up=lambda m, t, v: pipeline(m, t, v, samples[:40]))
+    labels = labeller(bench)
+    run_case(bench, "context_qa-512", lengthened(labels.model, labels.tokenizer, session_model.tokenizer))

@@ -29,7 +29,7 @@ from harness.gate.diff import EXIT_OK, EXIT_USAGE, Diff, DiffRefused, compare
 from harness.gate.policy import DEFAULT_SPEED_FACTOR, DEFAULT_TIME_FACTOR
 from harness.gate.verdict import GatePolicy
 from harness.records import BASELINE, IMPROVED, REGRESSED, ResultSet
-from harness.report import missing_extra, render, terminal_table, write_report
+from harness.report import render, report_problem, terminal_table, write_report
 from harness.store.baseline import baseline_path, current_commit, save_baseline
 from harness.store.baseline_format import SAVE_HINT, BaselineError
 from harness.store.results import ResultsError, read_results
@@ -115,9 +115,11 @@ def _verdict_code(diff: Diff, args: argparse.Namespace, allow_missing: bool) -> 
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """A report that could not be written is refused before any file is read."""
-    hint = missing_extra(".html") if args.html else None
-    if hint:
-        raise ResultsError(f"--html {args.html}: {hint}")
+    for flag, path in (("--markdown", args.markdown if args.markdown != "-" else None), ("--html", args.html),
+                       ("--json", args.json)):
+        problem = report_problem(path) if path else None
+        if problem:
+            raise ResultsError(f"{flag} {path}: {problem}")
 
 
 def run_diff(args: argparse.Namespace) -> int:

@@ -28,12 +28,23 @@ def test_inputs_the_flash_kernel_refuses_fail_with_torchs_reason_not_another_ker
         flash_sdpa(_Attention(), query, key, value, None)
 
 
-def test_the_flash_kernel_answers_as_sdpa_does_on_the_embedded_model() -> None:
+def test_the_flash_kernel_answers_as_sdpa_does_on_the_embedded_model(monkeypatch) -> None:
+    from harness.pipelines import attention
+
     loaded = load_model(LoadSpec("embedded", "cpu", "float32", "none"))
     items = generate_suite("math", n=4, seed=0)
     settings = EvalSettings(max_new_tokens=24, kv_cache=True, batching="static8")  # padded rows: a mask every step
     sdpa = run_eval(loaded.model, loaded.tokenizer, items, settings)
+    kernels = []  # which sdpa kernels each call through sdpa_fa allowed: the flash one alone, or it is no flash run
+    forward = attention.sdpa_attention_forward
+
+    def recording(*args, **kwargs):
+        kernels.append(torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "sdpa_attention_forward", recording)
     with attention_implementation(loaded.model, SDPA_FA):
         flash = run_eval(loaded.model, loaded.tokenizer, items, settings)
+    assert kernels and all(kernels)  # every layer's attention went through sdpa_fa, with the flash kernel forced
     assert loaded.model.config._attn_implementation != SDPA_FA  # switched back
     assert flash.item_outputs == sdpa.item_outputs

@@ -333,3 +333,16 @@ def test_a_bad_option_stops_the_run_before_any_case(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark", "--bench-min-time", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--bench-min-time must not be negative" in result.stderr.str()
+
+
+def test_harness_refuses_a_report_it_could_not_write_before_reading_any_file(tmp_path: Path, capsys) -> None:
+    from harness.cli import main
+
+    (tmp_path / "afile").write_text("not a directory")
+    # the inputs do not exist either: the output's problem is found first, before any work
+    assert main(["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"),
+                 "--json", str(tmp_path / "afile" / "report.json")]) == 2
+    error = capsys.readouterr().err
+    assert "--json" in error and "is a file, not a directory" in error and "does not exist" not in error
+    assert main(["report", str(tmp_path / "new.json"), "--markdown", str(tmp_path / "report.txt")]) == 2
+    assert "the suffix picks the format" in capsys.readouterr().err

@@ -28,7 +28,8 @@ from harness.measure.timing import (
     default_min_time,
 )
 from harness.pipelines.progress import MODES as PROGRESS_MODES
-from harness.report import SUPPORTED_SUFFIXES, missing_extra
+from harness.report import report_problem
+from harness.store.baseline import unwritable
 
 GATE_MATRIX = "all-on"  # the default --bench-matrix: what `pytest --benchmark` gates with no options
 INSTRUCTIONS = "instructions"  # --bench-timer: count instructions under callgrind as well
@@ -207,18 +208,10 @@ def check_options(options: BenchOptions, rootpath: Path | str = ".") -> Injectio
 
 
 def _check_report(path: Path) -> None:
-    """A report the run could not write would be found out only after every case ran: its format, its extra and
-    its folder are checked now."""
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise pytest.UsageError(f"--bench-report {path}: the suffix picks the format, one of {', '.join(SUPPORTED_SUFFIXES)}")
-    hint = missing_extra(path.suffix)
-    if hint is not None:
-        raise pytest.UsageError(f"--bench-report {path}: {hint}")
-    if path.is_dir():
-        raise pytest.UsageError(f"--bench-report {path}: that is a directory; give a file path")
-    problem = _unwritable(path.parent)
+    """A report the run could not write would be found out only after every case ran."""
+    problem = report_problem(path)
     if problem:
-        raise pytest.UsageError(f"--bench-report {path}: {problem}; give a path in a folder you can write")
+        raise pytest.UsageError(f"--bench-report {path}: {problem}")
 
 
 def _check_baseline_dir(options: BenchOptions, rootpath: Path) -> None:
@@ -226,7 +219,7 @@ def _check_baseline_dir(options: BenchOptions, rootpath: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise pytest.UsageError(f"--bench-baseline-dir {options.baseline_dir}: {directory} is a file, not a directory")
     if options.save_baseline:
-        problem = _unwritable(directory)
+        problem = unwritable(directory)
         if problem:
             raise pytest.UsageError(f"--bench-baseline-dir {options.baseline_dir}: {problem}, so the baselines could "
                                     "not be saved; give a directory you can write")
@@ -234,18 +227,6 @@ def _check_baseline_dir(options: BenchOptions, rootpath: Path) -> None:
         # A mistyped directory would read every case as new, and pass them all unjudged.
         raise pytest.UsageError(f"--bench-baseline-dir {options.baseline_dir}: no such directory ({directory}); give the "
                                 "directory that holds the baselines, or create it with --bench-save-baseline")
-
-
-def _unwritable(directory: Path) -> str | None:
-    """Why files cannot be written in `directory` (made if missing); None when they can."""
-    existing = directory.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
 
 
 def cpu_threads(option: str, processes: int = 1) -> int:

@@ -14,6 +14,7 @@ from harness.report.json_report import json_report
 from harness.report.markdown import markdown_report
 from harness.report.plots import INSTALL_HINT
 from harness.report.tables import headline, summary_frame, terminal_table
+from harness.store.baseline import unwritable
 
 SUPPORTED_SUFFIXES = (".md", ".html", ".json")
 # The optional package a format needs, with the extra that brings it.
@@ -42,6 +43,21 @@ def render(diff: Diff, suffix: str) -> str:
     raise ValueError(f"unsupported report suffix {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
 
 
+def report_problem(path: Path | str) -> str | None:
+    """Why a report could not be written at `path` (its format, its extra, its folder), found before any work;
+    None when it can."""
+    path = Path(path)
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        return f"the suffix picks the format, one of {', '.join(SUPPORTED_SUFFIXES)}"
+    hint = missing_extra(path.suffix)
+    if hint is not None:
+        return hint
+    if path.is_dir():
+        return "that is a directory; give a file path"
+    problem = unwritable(path.parent)
+    return f"{problem}; give a path in a folder you can write" if problem else None
+
+
 def write_report(path: Path | str, diff: Diff) -> None:
     """Write the report the suffix asks for; the text is rendered before the file is opened, so a failure
     leaves no half-written report."""
@@ -62,6 +78,7 @@ __all__ = [
     "markdown_report",
     "missing_extra",
     "render",
+    "report_problem",
     "summary_frame",
     "terminal_table",
     "write_report",

@@ -40,6 +40,18 @@ CWD_PLACEHOLDER = "<cwd>"
 # --- paths -------------------------------------------------------------------------------------------------
 
 
+def unwritable(directory: Path) -> str | None:
+    """Why files cannot be written in `directory` (made if missing); None when they can."""
+    existing = directory.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def _slug(text: str) -> str:
     """A file-name-safe form: `org/name` -> `org--name`, anything odd -> `_`, never hidden or `..`."""
     slug = re.sub(r"[^A-Za-z0-9._-]", "_", text.strip().replace("/", "--").replace("\\", "--"))
