@@ -1,9 +1,12 @@
 """Bench cases of the scoring pipeline: is a candidate the same model as the reference? SAME / DIFFERENT per pair."""
 
+from dataclasses import replace
+
 import pytest
 
 from harness.pipelines.scoring import (
     DIFFERENT,
+    QUICK,
     SAME,
     Pair,
     ScoringSettings,
@@ -40,7 +43,7 @@ def panel(bench, model):
     return pairs
 
 
-def run_case(bench, group, fixed=None):
+def run_case(bench, group, fixed=None, compiled=False):
     # gpqa prompts separate the sibling; on aime prompts both models are near-deterministic and agree.
     # Every pair decides within 16 queries (an nf4 copy on CPU too), which bound the variants that run to the end.
     prompts = [item.prompt for item in generate_suite("gpqa", n=16, seed=0)]
@@ -49,8 +52,10 @@ def run_case(bench, group, fixed=None):
         settings = ScoringSettings.from_variant({**(fixed or {}), **variant})
         return run_scoring(model, tokenizer, panel(bench, model), prompts, settings)
 
-    # the warm-up loads the panel's models, so that no timed round includes a load
-    bench.run(group=group, pipeline=pipeline, warm_up=lambda model, tokenizer, variant: panel(bench, model))
+    # the warm-up loads the panel's models, so that no timed round includes a load; compiled, it runs the pipeline,
+    # so that no timed round includes the compilation either
+    load_panel = lambda model, tokenizer, variant: panel(bench, model)  # noqa: E731
+    bench.run(group=group, pipeline=pipeline, warm_up=pipeline if compiled else load_panel)
 
 
 @pytest.mark.bench(pipeline="scoring", toggles=TOGGLES)
@@ -62,4 +67,23 @@ def test_scoring(bench):
 @pytest.mark.bench(pipeline="scoring", toggles={"compile": ["on"]})
 def test_scoring_compiled(bench):
     # all on, with the continuations decoded by the compiled static-cache loop against generate's
-    run_case(bench, "gpqa-compiled", fixed=ALL_ON)
+    run_case(bench, "gpqa-compiled", fixed=ALL_ON, compiled=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.bench(pipeline="scoring", toggles={"compile": ["on"]})
+def test_scoring_batch32(bench):
+    # Milliseconds a query at a batch of 32: no decision before 32 queries, so the first window of dynamic batching
+    # holds 32 prompts, and a token budget that fits them makes it one batch. One candidate, the twin, so that each
+    # query costs what comparing two models does: the reference's continuation and teacher forcing, the candidate's.
+    prompts = [item.prompt for item in generate_suite("gpqa", n=64, seed=0)]
+    preset = replace(QUICK, name="batch32", n_min=32, n_max=64)
+
+    def pipeline(model, tokenizer, variant):
+        settings = ScoringSettings.from_variant({**ALL_ON, **variant}, preset=preset, token_budget=1 << 16)
+        return run_scoring(model, tokenizer, pairs(model), prompts, settings)
+
+    def pairs(model):
+        return [Pair("twin", bench.load(copy=True).model, SAME)]
+
+    bench.run(group="gpqa-batch32", pipeline=pipeline, warm_up=pipeline)  # compiled: the warm-up compiles

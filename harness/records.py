@@ -32,6 +32,10 @@ class PipelineOutput:
     item_values: list[float] = field(default_factory=list)
 
 
+# The phase (pipelines.phases) of a cached decode's one-token steps, the prefill left out: the bandwidth of decode
+# alone is read from it, beside the round's.
+DECODE_STEPS = "decode steps"
+
 # The timers a round is timed by (measure.TIMERS says how each is read). Speed is judged on the steadiest the device
 # has: CPU time on a CPU (a neighbour's load shows in wall time, much less in CPU time), synchronized wall time on a GPU.
 WALL, CPU_TIME = "wall", "cpu"
@@ -48,6 +52,9 @@ class Speed:
     cpu_seconds: list[float] = field(default_factory=list)  # CPU time of each round (the process's, every thread's)
     timer: str = WALL  # the timer speed is judged on: WALL (round_seconds) or CPU_TIME (cpu_seconds)
     instructions: list[int] = field(default_factory=list)  # per round, counted under callgrind (--bench-timer instructions)
+    # Named phases within the rounds (pipelines.phases): each one's time per round, and its work counters
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)
+    phase_counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def judged_seconds(self) -> list[float]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from harness.pipelines.phases import phase_clock
 from harness.pipelines.progress import WARM_UP
 from harness.records import CPU_TIME, WALL, PipelineOutput, Speed
 
@@ -192,6 +193,8 @@ class _SideRounds:
     cuda_peak: int = 0
     round_peak_growth: int | None = None  # CPU: the most resident memory grew above its start during a cycle's rounds
     error: Exception | None = None
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # per phase, its time in each round
+    phase_counters: dict[str, dict[str, int]] = field(default_factory=dict)  # the last round's
 
 
 def measure_interleaved(sides: list[Side], settings: MeasureSettings,
@@ -268,13 +271,18 @@ def _time_round(state: _SideRounds, settings: MeasureSettings, mark_round) -> No
     start, cpu_start = time.perf_counter(), time.process_time()
     if counter:
         counter.start()
-    output = state.side.run()
+    with phase_clock() as clock:
+        output = state.side.run()
     if settings.device == "cuda":
         _synchronize(settings.cuda_devices)  # the round ends when the GPUs' work does
     if counter:
         state.instructions.append(counter.stop())
     state.round_seconds.append(time.perf_counter() - start)
     state.cpu_seconds.append(time.process_time() - cpu_start)
+    phases = clock.totals()  # after the synchronization: every event has run
+    for name, seconds in phases.seconds.items():
+        state.phase_seconds.setdefault(name, []).append(seconds)
+    state.phase_counters = phases.counters
     if state.first_output is None:
         state.first_output = output
     elif settings.same_outputs and output.item_outputs != state.first_output.item_outputs:
@@ -303,6 +311,8 @@ def _result(state: _SideRounds, settings: MeasureSettings) -> tuple[PipelineOutp
         cpu_seconds=[float(s) for s in state.cpu_seconds],
         instructions=list(state.instructions),
         timer=judged_timer(settings.device),
+        phase_seconds={name: [float(s) for s in seconds] for name, seconds in state.phase_seconds.items()},
+        phase_counters=state.phase_counters,
     )
     return output, speed
 

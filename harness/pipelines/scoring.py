@@ -53,6 +53,7 @@ from harness.pipelines.decoding import (
     decoding_toggles,
     plan_by_length,
 )
+from harness.pipelines.phases import timed_phase
 from harness.pipelines.progress import advance
 from harness.pipelines.static_greedy import greedy_static
 from harness.records import PipelineOutput
@@ -61,6 +62,9 @@ from harness.toggles import value_of
 SAME, DIFFERENT, UNDECIDED = "SAME", "DIFFERENT", "UNDECIDED"
 METHODS = ("kl_full", "delta_target", "topk_delta")
 BATCHINGS = ("1", "static8", "dynamic")
+# The phases of a round (`phases.timed_phase`): the reference's continuations (with the decode steps within them where
+# compile=on), the teacher-forced passes of the reference and the candidates, and the scores read from them.
+CONTINUATIONS, TEACHER_FORCING, SCORES = "continuations", "teacher forcing", "scores"
 # A bet stakes at most this share of what one worst-case score would lose: wealth stays positive, so a
 # single outlier cannot end a bet that the rest of the stream would win.
 _STAKE_CAP = 0.9
@@ -229,12 +233,13 @@ def plan_batches(lengths: list[int], settings: ScoringSettings) -> list[list[int
 def continuations(model, tokenizer, prompts: list[str], settings: ScoringSettings) -> list[list[int]]:
     """The reference's K-token greedy continuation of each prompt, in one padded batch (EOS included: K tokens always)."""
     encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    if settings.compile:
-        output = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.positions)
-    else:
-        output = model.generate(**encoded, do_sample=False, max_new_tokens=settings.positions, use_cache=settings.kv_cache,
-                                eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
-    return output[:, encoded["input_ids"].shape[1]:].tolist()
+    with timed_phase(CONTINUATIONS, model.device):
+        if settings.compile:
+            output = greedy_static(model, encoded["input_ids"], encoded["attention_mask"], settings.positions)
+        else:
+            output = model.generate(**encoded, do_sample=False, max_new_tokens=settings.positions,
+                                    use_cache=settings.kv_cache, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+        return output[:, encoded["input_ids"].shape[1]:].tolist()
 
 
 @dataclass
@@ -259,8 +264,10 @@ def teacher_force(model, tokenizer, prompts: list[str], conts: list[list[int]]) 
     # position t predicts token t + 1: the K continuation tokens are predicted from the K positions before them.
     # Only those K + 1 positions go through the head: the prompt's logits, [rows, width, vocab] in fp32, took most
     # of a batch's time and memory with a 128k vocabulary.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **last_logits(model, k + 1)).logits
-    log_probs = torch.log_softmax(logits[:, -k - 1 : -1].float(), dim=-1)
+    with timed_phase(TEACHER_FORCING, model.device) as work:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **last_logits(model, k + 1)).logits
+        log_probs = torch.log_softmax(logits[:, -k - 1 : -1].float(), dim=-1)
+        work.update(processed_tokens=int(ids.numel()))
     return ForcedBatch(log_probs, ids[:, width - k :])
 
 
@@ -274,6 +281,11 @@ class PromptScore:
 
 
 def score_rows(reference: ForcedBatch, candidate: ForcedBatch, method: str, topk: int | None) -> list[PromptScore]:
+    with timed_phase(SCORES, reference.log_probs.device):
+        return _score_rows(reference, candidate, method, topk)
+
+
+def _score_rows(reference: ForcedBatch, candidate: ForcedBatch, method: str, topk: int | None) -> list[PromptScore]:
     ref, cand, y = reference.log_probs, candidate.log_probs, reference.targets.unsqueeze(-1)
     if method == "kl_full":
         per_position = (ref.exp() * (ref - cand)).sum(-1)

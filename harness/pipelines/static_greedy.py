@@ -27,6 +27,8 @@ from transformers import (
 
 from harness.pipelines.attention import GROUPED_SDPA, attention_implementation
 from harness.pipelines.cache_api import cache_keyword, last_logits
+from harness.pipelines.phases import timed_phase
+from harness.records import DECODE_STEPS
 
 # The cache's length is rounded up to this, so that prompts of nearby lengths share one compiled shape.
 CACHE_LENGTH_STEP = 128
@@ -154,7 +156,7 @@ def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     token, position, at = _pick(logits, tokens[:, :width], processors), positions[:, -1:] + 1, start[-1:] + 1
     arguments = _forward_arguments(model, cache, at)
     done = 0
-    with attention_implementation(model, step_attention(model, rows, compiled)):
+    with attention_implementation(model, step_attention(model, rows, compiled)), timed_phase(DECODE_STEPS, device) as work:
         while True:
             tokens[:, width + done] = token[:, 0]
             done += 1
@@ -166,6 +168,8 @@ def decode_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
             position += 1
             at += 1
             token.copy_(output if fused else _pick(output.logits, tokens[:, : width + done], processors))
+        # every step reads the weights once and, through the mask, the whole cache of every row
+        work.update(forward_passes=done - 1, generated_tokens=rows * (done - 1), kv_positions_read=(done - 1) * rows * length)
     return StaticDecode(tokens[:, : width + done], first_logits)
 
 

@@ -4,6 +4,7 @@ case's variants together, judges this one, and hands its rounds to pytest-benchm
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -265,19 +266,25 @@ class BenchCase:
         if layout is not None:
             record.metadata["layout"] = layout  # modules per GPU, as accelerate placed them
         if self.session.device == "cuda":
-            efficiency = decode_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"],
-                                           measured_read_bandwidth())
-            if efficiency is not None:
-                record.metadata["decode"] = efficiency.to_dict()
-            compute = compute_efficiency(loaded.model, output.counters, speed.median_seconds, self.session.fingerprint["gpu"])
-            if compute is not None:
-                record.metadata["compute"] = compute.to_dict()
+            record.metadata.update(self._efficiency(loaded.model, output.counters, speed.median_seconds))
+            phases = {name: self._efficiency(loaded.model, counters, statistics.median(speed.phase_seconds[name]))
+                      for name, counters in speed.phase_counters.items() if speed.phase_seconds.get(name)}
+            if any(phases.values()):
+                record.metadata["phases"] = {name: figures for name, figures in phases.items() if figures}
         if not record.is_reference:
             reference = self.session.records.get(self._case_id(group, self.reference_variant))
             record.speedup = bootstrap_speedup(reference_rounds, speed.judged_seconds)
             shared, differing = differing_items(output, reference.output)
             record.agreement = (shared - len(differing)) / shared if shared else None
         return record
+
+    def _efficiency(self, model, counters: dict[str, int], seconds: float) -> dict[str, dict]:
+        """The bandwidth share ("decode") and bf16 compute share ("compute") of work `counters` done in `seconds`,
+        where the GPU's data sheet and the counters allow each."""
+        gpu = self.session.fingerprint["gpu"]
+        figures = {"decode": decode_efficiency(model, counters, seconds, gpu, measured_read_bandwidth()),
+                   "compute": compute_efficiency(model, counters, seconds, gpu)}
+        return {key: value.to_dict() for key, value in figures.items() if value is not None}
 
     def _cuda_devices(self) -> tuple[int, ...]:
         """The GPUs a split model runs on, for measure to synchronize and count; none: the current device."""

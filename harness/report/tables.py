@@ -17,6 +17,7 @@ import pandas as pd
 from harness.gate.diff import MISSING, STATUSES, CaseDiff, Diff
 from harness.records import (
     CPU_TIME,
+    DECODE_STEPS,
     NEW,
     PASSED,
     RUN,
@@ -368,18 +369,38 @@ def timing_label(record: CaseRecord) -> str:
     if speed.warm_up_seconds:
         what = "compilation included" if is_on(record.variant, "compile") else "untimed"
         text += f"; warm-up {speed.warm_up_seconds:.3g} s ({what})"
-    decode = record.metadata.get("decode")
+    text += "".join(f"; {part}" for part in efficiency_parts(record.metadata))
+    if speed.phase_seconds:
+        text += "; phases, median per round: " + "; ".join(phase_label(record, name) for name in speed.phase_seconds)
+    return text
+
+
+def efficiency_parts(figures: dict) -> list[str]:
+    """The bandwidth ("decode") and bf16 compute ("compute") shares in `figures` (a record's metadata, or one phase's)."""
+    parts = []
+    decode = figures.get("decode")
     if isinstance(decode, dict):
-        text += (f"; decode {decode['tokens_per_second']:,.0f} tok/s reading {decode['bytes_per_second'] / 1e12:.2f} TB/s, "
-                 f"{100 * decode['share']:.1f}% of the {decode['gpu']}'s {decode['peak_bytes_per_second'] / 1e12:.2f} TB/s")
+        text = (f"decode {decode['tokens_per_second']:,.0f} tok/s reading {decode['bytes_per_second'] / 1e12:.2f} TB/s, "
+                f"{100 * decode['share']:.1f}% of the {decode['gpu']}'s {decode['peak_bytes_per_second'] / 1e12:.2f} TB/s")
         if decode.get("measured_share"):  # records before the measured bandwidth have none
             text += f" ({100 * decode['measured_share']:.1f}% of the {decode['measured_bytes_per_second'] / 1e12:.2f} TB/s it read when measured)"
-    compute = record.metadata.get("compute")
+        parts.append(text)
+    compute = figures.get("compute")
     if isinstance(compute, dict):
-        text += (f"; weights' matrix products {compute['flops_per_second'] / 1e12:.1f} TFLOP/s, "
-                 f"{100 * compute['share']:.1f}% of the {compute['gpu']}'s {compute['peak_flops_per_second'] / 1e12:.0f} "
-                 "TFLOP/s dense bf16 (attention's left out)")
-    return text
+        parts.append(f"weights' matrix products {compute['flops_per_second'] / 1e12:.1f} TFLOP/s, "
+                     f"{100 * compute['share']:.1f}% of the {compute['gpu']}'s {compute['peak_flops_per_second'] / 1e12:.0f} "
+                     "TFLOP/s dense bf16 (attention's left out)")
+    return parts
+
+
+def phase_label(record: CaseRecord, name: str) -> str:
+    """A phase's median time per round, its share of the round, and its own bandwidth or compute share."""
+    speed = record.speed
+    seconds = statistics.median(speed.phase_seconds[name])
+    text = f"{name} {seconds:.4g} s ({100 * seconds / speed.median_seconds:.0f}% of the round)"
+    phases = record.metadata.get("phases")
+    parts = efficiency_parts(phases.get(name, {})) if isinstance(phases, dict) else []
+    return text + "".join(f", {part}" for part in parts)
 
 
 def roofline_label(record: CaseRecord | None) -> str | None:
@@ -390,6 +411,9 @@ def roofline_label(record: CaseRecord | None) -> str | None:
         parts.append(f"{100 * decode['share']:.0f}% of roofline")
     if isinstance(compute := metadata.get("compute"), dict):
         parts.append(f"{100 * compute['share']:.0f}% of bf16 peak")
+    steps = metadata.get("phases", {}).get(DECODE_STEPS, {}).get("decode") if isinstance(metadata.get("phases"), dict) else None
+    if isinstance(steps, dict):
+        parts.append(f"steps alone {100 * steps['share']:.0f}%")
     return ", ".join(parts) or None
 
 

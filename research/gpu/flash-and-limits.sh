@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # H100: attention=sdpa_fa (PyTorch's FlashAttention kernel forced through sdpa) and the GPU limits of the issue
-# "flash attention that runs". Usage on the device: bash research/gpu/flash-and-limits.sh study|save
+# "flash attention that runs". Usage on the device: bash research/gpu/flash-and-limits.sh study|save|profile
 #   study  1. prefill at 512-2,048 tokens, eager / sdpa / sdpa_fa, equal and padded rows (flash_attention_study.py)
 #          2. detection on the 1B profile at 512-token contexts: samples/min with batching=dynamic, sdpa against sdpa_fa
 #          3. batch-1 decode of the 1B profile, compile off and on: the bench case's own round against the data sheet
-#   save   the 1B profile's GPU cases of that issue saved into its H100 baseline with 3 timed rounds: batch-1 decode,
-#          detection at 512-token contexts (each toggle alone: sdpa_fa at batch 1), scoring with compile
+#   save   the 1B profile's GPU cases of that issue saved into its H100 baseline with 3 timed rounds: batch-1 decode
+#          and scoring at a batch of 32 (compile off and on), then detection at 512-token contexts (each toggle alone:
+#          sdpa_fa at batch 1); two runs, so that a cut second run keeps the first's save
+#   profile  where a compiled batch-1 decode step's time goes: its kernels by kind (decode_study --profile), and the
+#          step with sdpa off cuDNN's kernel and with eager attention
 source research/gpu/h100/run-common.sh "${1:-study}"
 case ${1:-study} in
   study)
@@ -20,8 +23,22 @@ case ${1:-study} in
     gate decode $((560 - SECONDS)) --bench-model random:llama-3.2-1b -k "test_decode and not 32" --bench-rounds 3
     ;;
   save)
-    gate save-1b $((560 - SECONDS)) --bench-model random:llama-3.2-1b --bench-matrix ablation --bench-rounds 3 \
-      -k "(test_decode and not 32) or test_detection_long_context or test_scoring_compiled" \
-      --bench-save-baseline --bench-reason "flash attention (sdpa_fa) and the GPU limits: decode batch 1, detection at 512 tokens, compiled scoring"
+    gate save-decode-scoring $((330 - SECONDS)) --bench-model random:llama-3.2-1b --bench-matrix ablation --bench-rounds 3 \
+      -k "(test_decode and not 32) or test_scoring_batch32" --bench-save-baseline \
+      --bench-reason "the step alone and the phases of a round: batch-1 decode, scoring at a batch of 32"
+    gate save-detection $((570 - SECONDS)) --bench-model random:llama-3.2-1b --bench-matrix ablation --bench-rounds 3 \
+      -k "test_detection_long_context" --bench-save-baseline \
+      --bench-reason "flash attention (sdpa_fa): detection at 512-token contexts"
+    ;;
+  profile)
+    for attention in sdpa eager; do
+      timeout -k 10 200 python3 -m research.studies.decode_study --model random:llama-3.2-1b --device cuda --bandwidth \
+        --profile --single-step-attention $attention > "$OUT/decode-profile-$attention.md" 2>&1
+      echo "profile $attention exit $? at $SECONDS s"; grep -A8 "^| kernels" "$OUT/decode-profile-$attention.md"
+      grep "^| random" "$OUT/decode-profile-$attention.md"
+    done
+    timeout -k 10 150 python3 -m research.studies.decode_study --model random:llama-3.2-1b --device cuda --no-cudnn-attention \
+      --profile > "$OUT/decode-profile-no-cudnn.md" 2>&1
+    echo "no-cudnn exit $? at $SECONDS s"; grep -A8 "^| kernels" "$OUT/decode-profile-no-cudnn.md"; grep "^| random" "$OUT/decode-profile-no-cudnn.md"
     ;;
 esac

@@ -158,7 +158,39 @@ def kernel_table(model, encoded, steps: int, device: str, rows: int = 20) -> str
         static_greedy.greedy_static(model, encoded["input_ids"], encoded["attention_mask"], steps)
         _synchronize(device)
     key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    return trace.key_averages().table(sort_by=key, row_limit=rows)
+    table = trace.key_averages().table(sort_by=key, row_limit=rows)
+    return table + ("\n\n" + kernel_breakdown(trace.key_averages(), steps) if device == "cuda" else "")
+
+
+# Kernel names by what they do: inductor names its kernels after the ops they fuse (a matrix product fused with a
+# norm is a product: it reads the weights), cuBLAS's are nvjet/gemm/gemv, attention's name their backend.
+KERNEL_KINDS = (("attention", ("sdpa", "attention", "flash", "fmha", "cudnn")),
+                ("matrix products", ("mm", "gemm", "gemv", "nvjet", "splitk")))
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    for kind, marks in KERNEL_KINDS:
+        if any(mark in lowered for mark in marks):
+            return kind
+    return "other"
+
+
+def kernel_breakdown(events, steps: int) -> str:
+    """GPU time per decode step by kind of kernel, and the kernels launched per step: the step's time less their sum
+    is the GPU waiting between kernels."""
+    kinds: dict[str, list[float]] = {}
+    for event in events:
+        # kernels only: the compiled graph's own row holds every kernel it launched, counted again
+        if event.self_device_time_total <= 0 or event.key.startswith(("## Call", "aten::")) or "Buffer" in event.key:
+            continue
+        entry = kinds.setdefault(kernel_kind(event.key), [0.0, 0])
+        entry[0] += event.self_device_time_total / 1e3 / steps  # ms per step
+        entry[1] += event.count / steps
+    lines = ["| kernels | ms/step | launches/step |", "| --- | ---: | ---: |"]
+    lines += [f"| {kind} | {ms:.3f} | {count:.0f} |" for kind, (ms, count) in sorted(kinds.items())]
+    lines.append(f"| all | {sum(ms for ms, _ in kinds.values()):.3f} | {sum(c for _, c in kinds.values()):.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
