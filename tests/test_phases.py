@@ -58,4 +58,5 @@ def test_a_scoring_round_names_its_phases_and_the_tokens_teacher_forcing_process
     totals = clock.totals()
     assert set(totals.seconds) == {CONTINUATIONS, TEACHER_FORCING, SCORES}
     widest = max(len(loaded.tokenizer(p)["input_ids"]) for p in prompts) + settings.positions
-    assert totals.counters[TEACHER_FORCING] == {"processed_tokens": len(prompts) * widest}
+    assert totals.counters[TEACHER_FORCING] == {"processed_tokens": len(prompts) * widest,
+                                                "head_tokens": len(prompts) * (settings.positions + 1)}

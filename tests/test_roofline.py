@@ -66,6 +66,14 @@ def test_compute_efficiency_counts_the_weights_products_of_every_processed_token
     assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12  # the longer name wins over plain "h100"
 
 
+def test_a_pass_that_keeps_few_logits_counts_the_output_projection_for_those_alone():
+    model = load_model(LoadSpec("embedded", "cpu", "bfloat16")).model
+    head = model.get_output_embeddings().weight.numel()
+    every = compute_efficiency(model, {"processed_tokens": 1000}, 1.0, "NVIDIA H100 80GB HBM3")
+    kept = compute_efficiency(model, {"processed_tokens": 1000, "head_tokens": 100}, 1.0, "NVIDIA H100 80GB HBM3")
+    assert every.flops_per_second - kept.flops_per_second == 2 * head * 900
+
+
 def test_no_compute_share_off_a_known_gpu_outside_bf16_or_without_processed_tokens(model):
     assert compute_efficiency(model, {"processed_tokens": 10}, 1.0, "NVIDIA H100 80GB HBM3") is None  # fp32
     bf16 = load_model(LoadSpec("embedded", "cpu", "bfloat16")).model

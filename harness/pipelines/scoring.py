@@ -267,7 +267,7 @@ def teacher_force(model, tokenizer, prompts: list[str], conts: list[list[int]]) 
     with timed_phase(TEACHER_FORCING, model.device) as work:
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **last_logits(model, k + 1)).logits
         log_probs = torch.log_softmax(logits[:, -k - 1 : -1].float(), dim=-1)
-        work.update(processed_tokens=int(ids.numel()))
+        work.update(processed_tokens=int(ids.numel()), head_tokens=int(ids.shape[0]) * (k + 1))
     return ForcedBatch(log_probs, ids[:, width - k :])
 
 
@@ -287,24 +287,23 @@ def score_rows(reference: ForcedBatch, candidate: ForcedBatch, method: str, topk
 
 def _score_rows(reference: ForcedBatch, candidate: ForcedBatch, method: str, topk: int | None) -> list[PromptScore]:
     ref, cand, y = reference.log_probs, candidate.log_probs, reference.targets.unsqueeze(-1)
+    # each batch's scores are read back once: a read per row waited on the GPU once per row
     if method == "kl_full":
         per_position = (ref.exp() * (ref - cand)).sum(-1)
-        return [PromptScore(float(row.mean()), 0) for row in per_position]
+        return [PromptScore(value, 0) for value in per_position.mean(-1).tolist()]
     if method == "delta_target":
         per_position = (ref.gather(-1, y) - cand.gather(-1, y)).abs().squeeze(-1)
-        return [PromptScore(float(row.mean()), 0) for row in per_position]
+        return [PromptScore(value, 0) for value in per_position.mean(-1).tolist()]
     top = ref.topk(topk, dim=-1).indices
     inside = (top == y).any(-1)
     ref_top, cand_top = ref.gather(-1, top), cand.gather(-1, top)
     ref_y = ref.gather(-1, y).squeeze(-1) - ref_top.logsumexp(-1)
     cand_y = cand.gather(-1, y).squeeze(-1) - cand_top.logsumexp(-1)
     delta = (ref_y - cand_y).abs()
-    scores = []
-    for row_delta, row_inside in zip(delta, inside):
-        scored = int(row_inside.sum())
-        value = float(row_delta[row_inside].mean()) if scored else 0.0
-        scores.append(PromptScore(value, int(row_inside.numel()) - scored))
-    return scores
+    scored = inside.sum(-1)
+    means = torch.where(inside, delta, 0.0).sum(-1) / scored.clamp(min=1)  # 0 for a row with no position scored
+    positions = inside.shape[-1]
+    return [PromptScore(value, positions - count) for value, count in zip(means.tolist(), scored.tolist())]
 
 
 # --- a panel of pairs ---------------------------------------------------------------------------
