@@ -9,7 +9,14 @@ import torch
 
 from harness.models.loading import LoadSpec, load_model
 from harness.pipelines.phases import phase_clock, timed_phase
-from harness.pipelines.scoring import CONTINUATIONS, SCORES, TEACHER_FORCING, Pair, ScoringSettings, run_scoring
+from harness.pipelines.scoring import (
+    CONTINUATIONS,
+    SCORES,
+    TEACHER_FORCING,
+    Pair,
+    ScoringSettings,
+    run_scoring,
+)
 from harness.pipelines.static_greedy import cache_length, greedy_static
 from harness.records import DECODE_STEPS
 from harness.tasks import generate_suite

@@ -8,6 +8,7 @@ import pytest
 from harness.measure.roofline import (
     compute_efficiency,
     decode_efficiency,
+    efficiency_figures,
     kv_bytes_per_position,
     matmul_parameters,
     peak_bandwidth,
@@ -87,3 +88,13 @@ def test_the_case_details_and_the_table_give_the_share_of_the_bf16_peak():
                                   "gpu": "NVIDIA H100 80GB HBM3", "share": 0.25}
     assert "247.2 TFLOP/s, 25.0% of the NVIDIA H100 80GB HBM3's 989 TFLOP/s dense bf16" in timing_label(record)
     assert roofline_label(record) == "25% of bf16 peak"
+
+
+def test_work_that_generates_tokens_is_read_against_bandwidth_and_work_that_generates_none_against_compute():
+    model = load_model(LoadSpec("embedded", "cpu", "bfloat16")).model
+    gpu = "NVIDIA H100 80GB HBM3"
+    decode = {"forward_passes": 8, "generated_tokens": 8, "kv_positions_read": 64, "processed_tokens": 8}
+    prefill = {"forward_passes": 1, "processed_tokens": 4096}
+    assert set(efficiency_figures(model, decode, 1.0, gpu)) == {"decode"}
+    assert set(efficiency_figures(model, prefill, 1.0, gpu)) == {"compute"}
+    assert efficiency_figures(model, prefill, 1.0, "Some Unknown GPU") == {}

@@ -199,6 +199,18 @@ def compute_efficiency(model: torch.nn.Module, counters: dict[str, int], round_s
     return ComputeEfficiency(2 * products / round_seconds, peak, gpu_name)
 
 
+def efficiency_figures(model: torch.nn.Module, counters: dict[str, int], seconds: float, gpu_name: str,
+                       measured_bandwidth: float | None = None) -> dict[str, dict]:
+    """The work in `counters`, done in `seconds`, against its limit: work that generates tokens (decode) against the
+    memory bandwidth ("decode"), work that generates none (prefill: teacher forcing, a feature pass) against the bf16
+    peak ("compute"); {} where the GPU or the counters allow neither."""
+    if counters.get("generated_tokens"):
+        figures = decode_efficiency(model, counters, seconds, gpu_name, measured_bandwidth)
+        return {"decode": figures.to_dict()} if figures is not None else {}
+    figures = compute_efficiency(model, counters, seconds, gpu_name)
+    return {"compute": figures.to_dict()} if figures is not None else {}
+
+
 __all__ = ["PEAK_BANDWIDTH", "PEAK_BF16_FLOPS", "ComputeEfficiency", "DecodeEfficiency", "compute_efficiency",
-           "decode_efficiency", "kv_bytes_per_position", "measured_read_bandwidth",
+           "decode_efficiency", "efficiency_figures", "kv_bytes_per_position", "measured_read_bandwidth",
            "matmul_parameters", "peak_bandwidth", "peak_bf16_flops", "weight_bytes"]

@@ -23,11 +23,7 @@ from harness.measure.guard import (
     out_of_memory_failure,
 )
 from harness.measure.inject import patched_pipelines, slowed
-from harness.measure.roofline import (
-    compute_efficiency,
-    decode_efficiency,
-    measured_read_bandwidth,
-)
+from harness.measure.roofline import efficiency_figures, measured_read_bandwidth
 from harness.measure.timing import (
     MeasureSettings,
     Side,
@@ -279,12 +275,7 @@ class BenchCase:
         return record
 
     def _efficiency(self, model, counters: dict[str, int], seconds: float) -> dict[str, dict]:
-        """The bandwidth share ("decode") and bf16 compute share ("compute") of work `counters` done in `seconds`,
-        where the GPU's data sheet and the counters allow each."""
-        gpu = self.session.fingerprint["gpu"]
-        figures = {"decode": decode_efficiency(model, counters, seconds, gpu, measured_read_bandwidth()),
-                   "compute": compute_efficiency(model, counters, seconds, gpu)}
-        return {key: value.to_dict() for key, value in figures.items() if value is not None}
+        return efficiency_figures(model, counters, seconds, self.session.fingerprint["gpu"], measured_read_bandwidth())
 
     def _cuda_devices(self) -> tuple[int, ...]:
         """The GPUs a split model runs on, for measure to synchronize and count; none: the current device."""
