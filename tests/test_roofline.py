@@ -16,6 +16,7 @@ from harness.measure.roofline import (
     weight_bytes,
 )
 from harness.models.loading import LoadSpec, load_model
+from harness.records import CaseRecord
 from harness.report.tables import roofline_label, timing_label
 from tests.test_report import make_record
 
@@ -98,3 +99,16 @@ def test_work_that_generates_tokens_is_read_against_bandwidth_and_work_that_gene
     assert set(efficiency_figures(model, decode, 1.0, gpu)) == {"decode"}
     assert set(efficiency_figures(model, prefill, 1.0, gpu)) == {"compute"}
     assert efficiency_figures(model, prefill, 1.0, "Some Unknown GPU") == {}
+
+
+def test_a_phase_is_reported_with_its_share_of_the_round_and_its_own_rate():
+    record = make_record("eval[decode-batch1|compile=on]", compile="on")  # rounds 2.0, 2.0, 3.0: median 2.0 s
+    record.speed.phase_seconds = {"decode steps": [1.8, 1.7, 1.9]}
+    record.metadata["phases"] = {"decode steps": {"decode": {
+        "tokens_per_second": 724.0, "bytes_per_second": 1.8e12, "peak_bytes_per_second": 3.35e12,
+        "gpu": "NVIDIA H100 80GB HBM3", "share": 1.8 / 3.35}}}
+    assert ("phases, median per round: decode steps 1.8 s (90% of the round), decode 724 tok/s reading 1.80 TB/s, "
+            "53.7% of the NVIDIA H100 80GB HBM3's 3.35 TB/s") in timing_label(record)
+    assert roofline_label(record) == "steps alone 54%"
+    # the record roundtrips through its stored form with its phases
+    assert CaseRecord.from_dict(record.to_dict()).speed.phase_seconds == record.speed.phase_seconds
