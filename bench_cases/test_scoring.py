@@ -13,6 +13,7 @@ from harness.pipelines.scoring import (
     run_scoring,
 )
 from harness.tasks import generate_suite
+from harness.tasks.context_qa import lengthened_context
 
 TOGGLES = {
     "topk": ["50", "30"],  # of the embedded model's 100 tokens (k=100 would keep them all, and is refused)
@@ -87,3 +88,26 @@ def test_scoring_batch32(bench):
         return [Pair("twin", bench.load(copy=True).model, SAME)]
 
     bench.run(group="gpqa-batch32", pipeline=pipeline, warm_up=pipeline)  # compiled: the warm-up compiles
+
+
+@pytest.mark.gpu
+@pytest.mark.bench(pipeline="scoring", toggles={"attention": ["sdpa", "sdpa_fa"]})
+@pytest.mark.parametrize("tokens", [512, 2048])
+def test_scoring_long_context(bench, tokens):
+    # Attention where it matters: context_qa prompts lengthened to exactly `tokens` (the speed profiles' character
+    # tokenizer makes exact lengths), 16 in one batch with no padding, so that sdpa_fa's flash kernel takes them.
+    session_model = bench.load()
+    if session_model.model.config.max_position_embeddings < 2 * tokens:  # room for the prompt and its continuation
+        pytest.skip(f"{tokens}-token contexts need a model of {2 * tokens:,} positions or more "
+                    "(--bench-model random:llama-3.2-1b)")
+    tokenizer = session_model.tokenizer
+    count = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
+    prompts = [lengthened_context(item.prompt, tokens, count, item.id, exact=True)
+               for item in generate_suite("context_qa", n=16, seed=0)]
+    preset = replace(QUICK, name="one-batch", n_min=16, n_max=16)
+
+    def pipeline(model, tokenizer, variant):
+        settings = ScoringSettings.from_variant({**ALL_ON, **variant}, preset=preset, token_budget=1 << 16)
+        return run_scoring(model, tokenizer, [Pair("twin", bench.load(copy=True).model, SAME)], prompts, settings)
+
+    bench.run(group=f"context_qa-{tokens}", pipeline=pipeline, warm_up=pipeline)

@@ -172,3 +172,14 @@ def test_a_lengthened_context_keeps_the_question_and_its_answer_behind_more_fact
     assert words(longer) >= 200 > words(item.prompt)
     assert longer.startswith("Context: ") and longer.endswith(item.prompt.removeprefix("Context: "))
     assert longer == lengthened_context(item.prompt, 200, words, item.id)  # seeded by the item
+
+
+
+def test_an_exact_lengthened_context_has_the_length_asked_and_the_prompts_own_context_whole() -> None:
+    from harness.tasks.context_qa import lengthened_context
+
+    for item in generate_suite("context_qa", n=5, seed=0):
+        exact = lengthened_context(item.prompt, 600, len, item.id, exact=True)
+        assert len(exact) == 600 and exact.endswith(item.prompt.split("Context: ", 1)[1])
+    short = generate_suite("context_qa", n=1, seed=0)[0].prompt
+    assert lengthened_context(short, 10, len, "x", exact=True).endswith(short.split("Context: ", 1)[1])

@@ -39,12 +39,19 @@ def make_context_qa(rng: random.Random) -> Draft:
     return Draft(prompt, context_value, f" {context_value}", metadata)
 
 
-def lengthened_context(prompt: str, tokens: int, count_tokens, seed: str) -> str:
+def lengthened_context(prompt: str, tokens: int, count_tokens, seed: str, exact: bool = False) -> str:
     """A context_qa prompt with facts of other entities put at the front of its context, until `count_tokens` of
-    it is at least `tokens`: the same question and answer at a long context, where attention matters."""
+    it is at least `tokens`: the same question and answer at a long context, where attention matters.
+
+    `exact`: then cut characters from the front of those facts until it is at most `tokens` long, exactly `tokens`
+    for a character tokenizer (the embedded models' and the speed profiles'): rows of one length need no padding.
+    The added facts are cut, never the prompt's own context."""
     world, rng = build_world(), random.Random(seed)
     head, rest = prompt.split("Context: ", 1)
     extra: list[str] = []
     while count_tokens(head + "Context: " + " ".join(extra) + " " + rest) < tokens:
         extra.append(world.fact(rng.choice(world.entities), rng.choice(tuple(ATTRIBUTE_VALUES))).statement())
-    return head + "Context: " + " ".join(extra) + " " + rest
+    added = " ".join(extra) + " "
+    while exact and added and count_tokens(head + "Context: " + added + rest) > tokens:
+        added = added[1:]  # only the added facts are cut: a prompt longer than `tokens` as it came stays whole
+    return head + "Context: " + added + rest

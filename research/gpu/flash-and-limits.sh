@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # H100: attention=sdpa_fa (PyTorch's FlashAttention kernel forced through sdpa) and the GPU limits of the issue
-# "flash attention that runs". Usage on the device: bash research/gpu/flash-and-limits.sh study|save|profile|tuning|scoring
+# "flash attention that runs". Usage on the device: bash research/gpu/flash-and-limits.sh study|save|profile|tuning|scoring|long
 #   study  1. prefill at 512-2,048 tokens, eager / sdpa / sdpa_fa, equal and padded rows (flash_attention_study.py)
 #          2. detection on the 1B profile at 512-token contexts: samples/min with batching=dynamic, sdpa against sdpa_fa
 #          3. batch-1 decode of the 1B profile, compile off and on: the bench case's own round against the data sheet
@@ -11,6 +11,8 @@
 #          step with sdpa off cuDNN's kernel and with eager attention
 #   scoring  scoring at a batch of 32 saved again (3 timed rounds), once its scores were read back per batch and its
 #          teacher forcing's compute share counted the output projection for the kept positions only
+#   long   scoring at 512- and 2,048-token contexts, eager against sdpa and sdpa_fa (rows of one length: no padding),
+#          saved with 3 timed rounds
 #   tuning   the batch-1 step with a wider coordinate-descent search (inductor's radius 2, every direction checked)
 source research/gpu/h100/run-common.sh "${1:-study}"
 case ${1:-study} in
@@ -37,6 +39,11 @@ case ${1:-study} in
     gate save-scoring $((300 - SECONDS)) --bench-model random:llama-3.2-1b --bench-matrix ablation --bench-rounds 3 \
       -k "test_scoring_batch32" --bench-save-baseline \
       --bench-reason "scoring at a batch of 32: scores read back once a batch; the head counted for the kept positions"
+    ;;
+  long)
+    gate save-scoring-long $((280 - SECONDS)) --bench-model random:llama-3.2-1b --bench-matrix ablation --bench-rounds 3 \
+      -k "test_scoring_long_context" --bench-save-baseline \
+      --bench-reason "flash attention (sdpa_fa) in scoring at 512- and 2,048-token contexts"
     ;;
   tuning)
     timeout -k 10 400 python3 -m research.studies.decode_study --model random:llama-3.2-1b --device cuda --profile \
