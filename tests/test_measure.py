@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from harness.measure.timing import (
     MeasureSettings,
@@ -13,6 +14,7 @@ from harness.measure.timing import (
     measure_interleaved,
     time_pairs,
 )
+from harness.pipelines.phases import timed_phase
 from harness.records import PipelineOutput
 
 
@@ -44,6 +46,19 @@ def test_measure_times_as_many_rounds_as_the_budget_asks() -> None:
     _, speed = measure(run, warm_up=lambda: None, settings=MeasureSettings(rounds=3, min_time=0.2, max_rounds=6))
     assert len(speed.round_seconds) == 6  # the first round asks for 10 in all; the cap is 6
     assert all(0.015 < s < 1.0 for s in speed.round_seconds)
+
+
+def test_the_phases_a_run_marks_are_timed_in_every_round_and_not_in_the_warm_up() -> None:
+    def run() -> PipelineOutput:
+        with timed_phase("steps", torch.device("cpu")) as work:
+            time.sleep(0.02)
+            work["forward_passes"] = 5
+        return output()
+
+    _, speed = measure(run, warm_up=run, settings=MeasureSettings(rounds=3, min_time=0.0))
+    assert len(speed.phase_seconds["steps"]) == len(speed.round_seconds) == 3
+    assert all(0.015 < phase <= whole for phase, whole in zip(speed.phase_seconds["steps"], speed.round_seconds))
+    assert speed.phase_counters == {"steps": {"forward_passes": 5}}  # one round's, the warm-up's not added
 
 
 def logging_side(label: str, calls: list[str], seconds: float, fail_on: int | None = None) -> Side:

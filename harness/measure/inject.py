@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from unittest.mock import patch
 
 from harness import toggles as toggle_registry
 
@@ -163,11 +164,8 @@ def _early_stop_cut(share: float, item_id: str | None) -> Iterator[None]:
         return honest_batch(model, tokenizer, batch, settings)
 
     # The stop rule (decoding.RowTracker) and the batch loop read these module globals when they run.
-    decoding.answer_complete, decoding._generate_batch = cutting, marking
-    try:
+    with patch.object(decoding, "answer_complete", cutting), patch.object(decoding, "_generate_batch", marking):
         yield
-    finally:
-        decoding.answer_complete, decoding._generate_batch = honest, honest_batch
 
 
 def _stale_newest(states):
@@ -190,11 +188,8 @@ def _stale_cache() -> Iterator[None]:
         # The cache itself stays right (each write lands a step late); only what the step reads is stale.
         return (_stale_newest(keys), _stale_newest(values)) if decoding else (keys, values)
 
-    DynamicLayer.update = stale
-    try:
+    with patch.object(DynamicLayer, "update", stale):
         yield
-    finally:
-        DynamicLayer.update = honest
 
 
 @contextmanager
@@ -217,11 +212,8 @@ def _search_worse_rollout() -> Iterator[None]:
         value, text = max(lower, key=lambda pair: pair[0])  # the first of equal rewards, as the search keeps them
         return replace(result, text=text, reward=value)
 
-    search.search_item = worse
-    try:
+    with patch.object(search, "search_item", worse):
         yield
-    finally:
-        search.search_item = honest
 
 
 @contextmanager
@@ -236,11 +228,8 @@ def _topk_scaled(factor: float) -> Iterator[None]:
             rows = [replace(row, score=row.score * factor) for row in rows]
         return rows
 
-    scoring.score_rows = scaled
-    try:
+    with patch.object(scoring, "score_rows", scaled):
         yield
-    finally:
-        scoring.score_rows = honest
 
 
 @contextmanager
@@ -254,11 +243,8 @@ def _teacher_forcing_shift() -> Iterator[None]:
         # target t against the distribution that predicts t + 1; the last target has none beside it
         return scoring.ForcedBatch(forced.log_probs[:, 1:], forced.targets[:, :-1])
 
-    scoring.teacher_force = shifted
-    try:
+    with patch.object(scoring, "teacher_force", shifted):
         yield
-    finally:
-        scoring.teacher_force = honest
 
 
 @contextmanager

@@ -176,7 +176,6 @@ def _decode(model, tokenizer, encoded, tracker: RowTracker | None, settings: Gen
     )
 
 
-
 def generate_answers(model, tokenizer, items: list[TaskItem], settings: GenerationSettings) -> tuple[list[str], dict[str, int]]:
     """Each item's greedy answer text, in item order, with the generation's work counters; progress per batch."""
     texts: list[str] = [""] * len(items)

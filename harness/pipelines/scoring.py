@@ -39,6 +39,10 @@ unread), early_stop (stop a pair at its first decision, or run to n_max and keep
 kv_cache (continuation generation), compile (continuations by the static-cache loop of
 `static_greedy`). Attention and quantization act on the models before they arrive; a quantized
 candidate is a pair of the panel.
+
+One piece past 400 lines: the scores, the bets that read them in prompt order and the prompt bank that feeds
+both are one decision procedure; every variant must score, batch and stop exactly as the others do for the gate
+to compare their decisions.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from harness.gate.diff import Diff
 from harness.report.json_report import json_report
 from harness.report.markdown import markdown_report
 from harness.report.plots import INSTALL_HINT
-from harness.report.tables import headline, summary_frame, terminal_table
+from harness.report.tables import headline, summary_frame
+from harness.report.terminal import terminal_table
 from harness.store.baseline import unwritable
 
 SUPPORTED_SUFFIXES = (".md", ".html", ".json")
